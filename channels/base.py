@@ -1,0 +1,112 @@
+"""The channel interface: y = h s + n with per-image SNR, and the receiver's view of it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from channels.realization import Realization
+
+
+def snr_to_n0(snr_db: torch.Tensor | float) -> torch.Tensor:
+    """N0 = 10^(-SNR/10): SNR is Es/N0 in dB per complex symbol with P = 1 (DESIGN.md section 3)."""
+    snr = torch.as_tensor(snr_db, dtype=torch.float32)
+    return torch.pow(10.0, -snr / 10.0)
+
+
+@dataclass
+class ChannelOutput:
+    """What a channel returns for a batch.
+
+    y : B x k complex64, received symbols.
+    h : B x k complex64, the gain each symbol saw (ones for AWGN); the channel state.
+    n0 : B float32, noise variance per complex symbol, noise ~ CN(0, N0).
+    snr_db : B float32, the SNR each image was sent at.
+    """
+
+    y: torch.Tensor
+    h: torch.Tensor
+    n0: torch.Tensor
+    snr_db: torch.Tensor
+
+
+@dataclass
+class Received:
+    """What a codec's decoder is given: equalised symbols plus the channel state (perfect CSI).
+
+    s_hat : B x k complex64, equalised symbols (MMSE or ZF).
+    noise_var : B x k float32, variance of the effective noise on s_hat about its (scaled) mean, for LLRs.
+    gain : B x k float32, E[s_hat | s] / s (1 for ZF, |h|^2/(|h|^2+N0) for MMSE); unbiased = s_hat / gain.
+    raw : the ChannelOutput (y, h, N0, SNR).
+    """
+
+    s_hat: torch.Tensor
+    noise_var: torch.Tensor
+    gain: torch.Tensor
+    raw: ChannelOutput
+
+    @property
+    def snr_db(self) -> torch.Tensor:
+        return self.raw.snr_db
+
+    @property
+    def n0(self) -> torch.Tensor:
+        return self.raw.n0
+
+
+class Channel(ABC):
+    """A channel acting on complex symbols.
+
+    Input: ``s`` B x k complex64 (unit average power per image), ``snr_db`` B float32 (or a scalar),
+    ``realization`` the common random numbers of the batch. Output: a ``ChannelOutput``.
+
+    Implementations draw all randomness from ``realization`` (noise from stream "noise", scaled by sqrt(N0)) so
+    that two codecs sending k1 <= k2 symbols see the same first k1 noise samples and gains.
+    """
+
+    name: str = "channel"
+
+    @abstractmethod
+    def gains(self, realization: Realization, k: int) -> torch.Tensor:
+        """B x k complex64 gains h with E|h|^2 = 1 (ones for AWGN)."""
+
+    def __call__(self, s: torch.Tensor, snr_db: torch.Tensor | float, realization: Realization) -> ChannelOutput:
+        if not torch.is_complex(s) or s.dim() != 2:
+            raise ValueError(f"channel input must be a B x k complex tensor, got {tuple(s.shape)} {s.dtype}")
+        b, k = s.shape
+        if len(realization) != b:
+            raise ValueError(f"realization has {len(realization)} images, batch has {b}")
+        snr = torch.as_tensor(snr_db, dtype=torch.float32, device=s.device).expand(b).clone()
+        n0 = snr_to_n0(snr).to(s.device)
+        h = self.gains(realization, k).to(s.device)
+        n = realization.cn("noise", k).to(s.device) * torch.sqrt(n0)[:, None]
+        y = h * s + n
+        return ChannelOutput(y=y.to(torch.complex64), h=h.to(torch.complex64), n0=n0, snr_db=snr)
+
+    def describe(self) -> str:
+        """One line naming the channel and its parameters (printed with results)."""
+        return self.name
+
+
+def equalize(out: ChannelOutput, mode: str = "mmse") -> Received:
+    """Per-symbol equalisation with perfect CSI.
+
+    ZF: s_hat = y / h, noise variance N0 / |h|^2, gain 1.
+    MMSE (unit-power symbols): s_hat = conj(h) y / (|h|^2 + N0), gain g = |h|^2 / (|h|^2 + N0),
+    noise variance g^2 N0 / |h|^2 (= g (1 - g)).
+    """
+    h2 = (out.h.abs() ** 2).clamp(min=1e-12)
+    n0 = out.n0[:, None]
+    if mode == "zf":
+        s_hat = out.y / out.h
+        gain = torch.ones_like(h2)
+        nvar = n0 / h2
+    elif mode == "mmse":
+        s_hat = out.y * out.h.conj() / (h2 + n0)
+        gain = h2 / (h2 + n0)
+        nvar = gain * gain * n0 / h2
+    else:
+        raise ValueError(f"unknown equaliser '{mode}': use 'mmse' or 'zf'")
+    return Received(s_hat=s_hat.to(torch.complex64), noise_var=nvar.float(), gain=gain.float(), raw=out)

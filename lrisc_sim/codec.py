@@ -1,0 +1,140 @@
+"""The codec interface every transmission scheme implements, and its CBR accounting.
+
+CBR = k / (3 H W) with H x W the original image size (DESIGN.md section 3). A codec reports, per image, the
+complex channel uses of its payload and the bits of side information (rate indices, chunk metadata, headers);
+side bits are charged in channel uses by a ``SideInfoCharge`` rule, printed with every result.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from channels.base import Received
+
+
+@dataclass(frozen=True)
+class SideInfoCharge:
+    """How side-information bits are charged in complex channel uses.
+
+    ``fixed``: ``bits_per_use`` bits per complex channel use (default 1: rate-1/2 LDPC + QPSK), error-free.
+    ``capacity``: log2(1 + SNR) bits per channel use at the link SNR (the ideal bound), error-free.
+    """
+
+    mode: str = "fixed"
+    bits_per_use: float = 1.0
+
+    def uses(self, bits: torch.Tensor, snr_db: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Channel uses (float, B) needed for ``bits`` (B) of side information."""
+        bits = bits.to(torch.float64)
+        if self.mode == "fixed":
+            return torch.ceil(bits / self.bits_per_use)
+        if self.mode == "capacity":
+            if snr_db is None:
+                raise ValueError("side-information charge 'capacity' needs the SNR")
+            c = torch.log2(1 + torch.pow(10.0, torch.as_tensor(snr_db, dtype=torch.float64) / 10))
+            return torch.ceil(bits / c)
+        raise ValueError(f"unknown side-information charge '{self.mode}': use 'fixed' or 'capacity'")
+
+    def describe(self) -> str:
+        if self.mode == "fixed":
+            return f"side info: {self.bits_per_use:g} bit per complex channel use, error-free"
+        return "side info: log2(1+SNR) bits per complex channel use, error-free"
+
+    @staticmethod
+    def parse(text: str) -> SideInfoCharge:
+        """``fixed``, ``fixed:2`` (bits per use) or ``capacity``."""
+        name, _, arg = text.partition(":")
+        if name == "capacity" and not arg:
+            return SideInfoCharge("capacity")
+        if name == "fixed":
+            try:
+                bpu = float(arg) if arg else 1.0
+            except ValueError:
+                bpu = -1.0
+            if bpu > 0 and math.isfinite(bpu):
+                return SideInfoCharge("fixed", bpu)
+        raise ValueError(f"bad side-information charge '{text}': use 'fixed', 'fixed:BITS_PER_USE' or 'capacity'")
+
+
+@dataclass
+class Encoded:
+    """A batch as the encoder leaves it.
+
+    symbols : B x k_max complex64; row b carries ``length[b]`` symbols of unit mean power, zeros after.
+    length : B int64, payload channel uses per image.
+    side_bits : B float, side-information bits per image (sent error-free, charged by ``SideInfoCharge``).
+    state : codec-specific data the decoder needs (e.g. rate indices, chunk metadata, bit streams).
+    info : per-image extra columns for the results table (e.g. ``mcs``, ``source_coder``): str -> list.
+    """
+
+    symbols: torch.Tensor
+    length: torch.Tensor
+    side_bits: torch.Tensor
+    state: Any = None
+    info: dict[str, list] = field(default_factory=dict)
+
+
+@dataclass
+class Decoded:
+    """Decoder output: ``images`` B x 3 x H x W in [0, 1]; ``ok`` B bool (False: image lost, fallback shown);
+    ``info`` per-image extra columns set at decode time."""
+
+    images: torch.Tensor
+    ok: torch.Tensor
+    info: dict[str, list] = field(default_factory=dict)
+
+
+class Codec(ABC):
+    """A transmission scheme: images -> complex symbols -> images.
+
+    Attributes
+    ----------
+    name : registry name (``lrisc-sim codecs`` lists them).
+    multiple : H and W must be multiples of this; the engine pads (reflect) and crops back.
+    snr_aware_encoder : True if ``encode`` uses the SNR (SNR-adaptive or rate-adaptive digital codecs); the
+        engine then encodes once per SNR, else once per (batch, CBR) and reuses the symbols at every SNR.
+    """
+
+    name: str = "codec"
+    multiple: int = 1
+    snr_aware_encoder: bool = False
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+        """x: B x 3 x H x W in [0, 1] (padded to ``multiple``); cbr: target total CBR of the *original* size,
+        side information included (``self.original_hw`` is set by the engine); snr_db: B or None."""
+
+    @abstractmethod
+    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+        """rx: equalised received symbols and channel state; enc: the encoder's output of the same batch."""
+
+    def to(self, device: torch.device | str) -> Codec:
+        """Move models to ``device``; codecs without models return self."""
+        return self
+
+    def describe(self) -> str:
+        """One line naming the codec, its checkpoint or external tools."""
+        return self.name
+
+    # set by the engine before encode: the unpadded size, for CBR accounting
+    original_hw: tuple[int, int] | None = None
+
+    def budget(self, x: torch.Tensor, cbr: float) -> int:
+        """Total complex channel uses allowed by ``cbr`` for the original image size: floor(cbr * 3 H W)."""
+        h, w = self.original_hw or x.shape[-2:]
+        return int(math.floor(cbr * 3 * h * w + 1e-9))
+
+
+def cbr_report(enc: Encoded, hw: tuple[int, int], charge: SideInfoCharge,
+               snr_db: torch.Tensor | float | None = None) -> dict[str, torch.Tensor]:
+    """Per-image CBR split: payload, side (side bits charged in channel uses) and total, for size ``hw``."""
+    n = 3 * hw[0] * hw[1]
+    side_uses = charge.uses(enc.side_bits, snr_db)
+    payload = enc.length.to(torch.float64) / n
+    side = side_uses / n
+    return {"cbr_payload": payload, "cbr_side": side, "cbr_total": payload + side}
