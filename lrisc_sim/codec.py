@@ -98,11 +98,15 @@ class Codec(ABC):
     multiple : H and W must be multiples of this; the engine pads (reflect) and crops back.
     snr_aware_encoder : True if ``encode`` uses the SNR (SNR-adaptive or rate-adaptive digital codecs); the
         engine then encodes once per SNR, else once per (batch, CBR) and reuses the symbols at every SNR.
+    side_charge : how side bits are charged in channel uses (set by the engine from ``--side-charge``); the
+        encoder must keep payload + ``side_charge.uses(side_bits, snr)`` within ``budget()``. Under the
+        ``capacity`` rule the engine passes the SNR to every encoder.
     """
 
     name: str = "codec"
     multiple: int = 1
     snr_aware_encoder: bool = False
+    side_charge: SideInfoCharge = SideInfoCharge()
 
     @abstractmethod
     def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:

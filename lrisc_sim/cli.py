@@ -1,0 +1,264 @@
+"""The ``lrisc-sim`` command line. Heavy imports happen inside the commands so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+MAIN_EXAMPLE = "lrisc-sim sweep --snr 0:15:5 --cbr 1/48"
+
+TRAINERS = {
+    "deepjscc": ("baselines.deepjscc_train", "DeepJSCC for one CBR (and a training SNR or SNR range)"),
+    "lrisc": ("lrisc_sim.lrisc.train", "LRISC, one stage of Algorithm 1 at a time (--stage 1|2|3)"),
+}
+
+
+class CliError(Exception):
+    """An error already phrased for the user."""
+
+
+def _add_common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 on <= 2 cores, else half the cores)")
+
+
+def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
+    """The parser; trainer options are added only when needed (importing them loads torch)."""
+    p = argparse.ArgumentParser(
+        prog="lrisc-sim",
+        description="Link-level simulator for wireless image transmission: LRISC (latent-guided conditional "
+                    "diffusion JSCC), DeepJSCC, BPG+LDPC and more over AWGN, fading and 3GPP channels.",
+        epilog=f"Example: {MAIN_EXAMPLE}   (then see results in runs/sweep/)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("sweep", help="Monte Carlo sweep over SNR and CBR", description=(
+        "Run codecs x CBR x SNR x trials over a dataset on identical channel realizations. Writes results.csv "
+        "(one row per image and point, resumable: rerun the same command after an interruption), summary.csv "
+        "(mean and 95%% CI), vs_snr.png / vs_cbr.png and config.json to --out."))
+    s.add_argument("--snr", default="0:15:5", help="SNR grid in dB (Es/N0): '0:15:5' (inclusive), '0,3,7', '10' "
+                                                   "(default 0:15:5)")
+    s.add_argument("--cbr", default="1/48", help="CBR(s) k/(3HW): '1/48', '0.02', '1/64,1/16' (default 1/48)")
+    s.add_argument("--codec", default="softcast,uncoded",
+                   help="comma-separated codec specs, e.g. 'lrisc,deepjscc,bpg-ldpc,bpg-ldpc:qpsk-1/2' "
+                        "(default softcast,uncoded; 'lrisc-sim codecs' lists them)")
+    s.add_argument("--channel", default="awgn", help="channel spec: awgn, rayleigh, rayleigh-block:L=64, "
+                                                      "rayleigh-fast, rician:K=4, tdl-a ... (default awgn)")
+    s.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"], help="receiver equaliser (default mmse)")
+    s.add_argument("--dataset", default="builtin", help="'builtin' (scikit-image photos), 'kodak', a folder or "
+                                                         "an image file (default builtin)")
+    s.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    s.add_argument("--trials", type=int, default=1, help="channel realizations per image and point (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="global seed of the channel realizations (default 0)")
+    s.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
+    s.add_argument("--metrics", default="psnr,ms_ssim,lpips", help="metrics to compute (default all three)")
+    s.add_argument("--side-charge", default="fixed",
+                   help="how side bits are charged: 'fixed' (1 bit per channel use = rate-1/2 LDPC + QPSK), "
+                        "'fixed:B' (B bits per use) or 'capacity' (log2(1+SNR)); default fixed")
+    s.add_argument("--checkpoint", action="append", default=[], metavar="CODEC=PATH",
+                   help="use this checkpoint for a codec, e.g. lrisc=path/to/model.safetensors (repeatable)")
+    s.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (default) or ray (tasks on a Ray cluster; --ray-address)")
+    s.add_argument("--ray-address", default=None, help="existing Ray cluster address (default: local instance)")
+    s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_run_options(s)
+
+    r = sub.add_parser("run", help="run an experiment file (experiments/*.toml)",
+                       description="Run or resume an experiment described by a TOML file; writes results/NAME/ "
+                                   "(or --out).")
+    r.add_argument("experiment", help="path to an experiments/*.toml file")
+    r.add_argument("--out", default=None, help="output folder (default: the file's 'out' key or results/NAME)")
+    r.add_argument("--executor", default="local", choices=["local", "ray"])
+    r.add_argument("--ray-address", default=None)
+    r.add_argument("--no-progress", action="store_true")
+    _add_common_run_options(r)
+
+    m = sub.add_parser("metrics", help="PSNR, MS-SSIM and LPIPS between two images",
+                       description="Compare a reference image A with a distorted image B of the same size.")
+    m.add_argument("a", help="reference image")
+    m.add_argument("b", help="distorted image")
+    m.add_argument("--device", default="auto")
+
+    sub.add_parser("codecs", help="list codecs and whether they can run here",
+                   description="List every codec, whether it can run on this machine, and why not.")
+    sub.add_parser("channels", help="list channel models and whether they can run here",
+                   description="List every channel model, its spec grammar and availability.")
+
+    t = sub.add_parser("transmit", help="send one image through a codec and save what it shows",
+                       description="Encode one image, send it over the channel at one SNR, decode it, and save "
+                                   "the output (and, for LRISC, the latent and received latent maps) to --out.")
+    t.add_argument("image")
+    t.add_argument("--codec", default="lrisc")
+    t.add_argument("--snr", type=float, default=10.0)
+    t.add_argument("--cbr", default="1/48")
+    t.add_argument("--channel", default="awgn")
+    t.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", default=None)
+    t.add_argument("--out", default="runs/transmit")
+    _add_common_run_options(t)
+
+    tr = sub.add_parser("train", help="train a model (deepjscc, lrisc)",
+                        description="Train the learned codecs; each writes safetensors + a JSON model card.")
+    tsub = tr.add_subparsers(dest="model", metavar="MODEL")
+    for name, (mod, helptext) in TRAINERS.items():
+        tp = tsub.add_parser(name, help=helptext, description=helptext)
+        if not with_trainers:
+            continue
+        try:
+            importlib.import_module(mod).configure_train_parser(tp)
+        except ImportError as e:
+            tp.set_defaults(_unavailable=str(e))
+    return p
+
+
+def _checkpoints(pairs: list[str]) -> dict[str, dict]:
+    opts: dict[str, dict] = {}
+    for pair in pairs:
+        codec, sep, path = pair.partition("=")
+        if not sep or not codec or not path:
+            raise CliError(f"bad --checkpoint '{pair}': use CODEC=PATH, e.g. lrisc=model.safetensors")
+        if not os.path.isfile(path):
+            raise CliError(f"--checkpoint {pair}: file not found")
+        opts.setdefault(codec, {})["checkpoint"] = path
+    return opts
+
+
+def cmd_sweep(a) -> int:
+    from lrisc_sim.engine import SweepConfig
+    from lrisc_sim.grammar import parse_cbr, parse_snr
+    from lrisc_sim.sweep import run_sweep, set_threads
+
+    snr, cbr = parse_snr(a.snr), parse_cbr(a.cbr)
+    codecs = [c.strip() for c in a.codec.split(",") if c.strip()]
+    if not codecs:
+        raise CliError("--codec is empty: give at least one codec ('lrisc-sim codecs' lists them)")
+    if a.trials < 1 or a.batch_size < 1 or (a.limit is not None and a.limit < 1):
+        raise CliError("--trials, --batch-size and --limit must be positive integers")
+    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
+    from lrisc_sim.results import METRICS
+
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        raise CliError(f"unknown metric(s) {', '.join(bad) or '(none)'}: choose from {', '.join(METRICS)}")
+    set_threads(a.threads)
+    opts = _checkpoints(a.checkpoint)
+    from lrisc_sim.registry import split_spec
+
+    cfg = SweepConfig(codecs=codecs, snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
+                      dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed, batch_size=a.batch_size,
+                      device=a.device, metrics=metrics, side_charge=a.side_charge,
+                      codec_options={c: opts.get(split_spec(c)[0], {}) for c in codecs})
+    _check_codecs(codecs)
+    run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress)
+    return 0
+
+
+def _check_codecs(codecs: list[str]) -> None:
+    from lrisc_sim.registry import CODECS, split_spec
+
+    for c in codecs:
+        name, _ = split_spec(c)
+        if name not in CODECS:
+            raise CliError(f"unknown codec '{name}': choose from {', '.join(CODECS)} (see 'lrisc-sim codecs')")
+
+
+def cmd_run(a) -> int:
+    from lrisc_sim.experiment import run_experiment
+    from lrisc_sim.sweep import set_threads
+
+    set_threads(a.threads)
+    run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
+                   progress=not a.no_progress, device=a.device)
+    return 0
+
+
+def cmd_metrics(a) -> int:
+    from lrisc_sim.data import load_image
+    from lrisc_sim.engine import resolve_device
+    from lrisc_sim.metrics import compute_metrics
+
+    x, y = load_image(a.a), load_image(a.b)
+    if x.shape != y.shape:
+        raise CliError(f"image sizes differ: {a.a} is {x.shape[2]}x{x.shape[1]}, {a.b} is {y.shape[2]}x{y.shape[1]}"
+                       "; compare images of the same size")
+    dev = resolve_device(a.device)
+    m = compute_metrics(x[None].to(dev), y[None].to(dev))
+    for k, label in (("psnr", "PSNR (dB)"), ("ms_ssim", "MS-SSIM"), ("lpips", "LPIPS (alex, v0.1)")):
+        print(f"{label:<20} {float(m[k][0]):.4f}")
+    return 0
+
+
+def cmd_codecs(a) -> int:
+    from lrisc_sim.registry import available
+
+    for name, status, summary in available():
+        print(f"{name:<18} {status if status == 'ok' else '-- ' + status}\n{'':<18} {summary}")
+    return 0
+
+
+def cmd_channels(a) -> int:
+    from channels import available_channels
+
+    for name, status, summary in available_channels():
+        print(f"{name:<16} {status if status == 'ok' else '-- ' + status}\n{'':<16} {summary}")
+    return 0
+
+
+def cmd_transmit(a) -> int:
+    from lrisc_sim.transmit import transmit
+    from lrisc_sim.grammar import parse_cbr
+    from lrisc_sim.sweep import set_threads
+
+    set_threads(a.threads)
+    cbr = parse_cbr(a.cbr)
+    if len(cbr) != 1:
+        raise CliError("transmit takes one --cbr value")
+    paths = transmit(a.image, codec=a.codec, snr_db=a.snr, cbr=float(cbr[0]), channel=a.channel,
+                     equalizer=a.equalizer, seed=a.seed, checkpoint=a.checkpoint, out=a.out, device=a.device)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_train(a) -> int:
+    if getattr(a, "model", None) is None:
+        raise CliError(f"name a model to train: {', '.join(TRAINERS)} (e.g. lrisc-sim train deepjscc --help)")
+    if getattr(a, "_unavailable", None):
+        raise CliError(f"training '{a.model}' is not available in this installation: {a._unavailable}")
+    mod = importlib.import_module(TRAINERS[a.model][0])
+    return int(mod.run_train(a) or 0)
+
+
+COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "metrics": cmd_metrics, "codecs": cmd_codecs,
+            "channels": cmd_channels, "transmit": cmd_transmit, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_trainers="train" in argv)
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[a.command](a)
+    except KeyboardInterrupt:
+        print("\nlrisc-sim: interrupted; finished points are saved: rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user, the traceback with --debug
+        if a.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = "" if isinstance(e, (CliError, ValueError, FileNotFoundError, LookupError)) else f"{type(e).__name__}: "
+        print(f"lrisc-sim: error: {kind}{msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Image datasets: the builtin photos, any folder, Kodak; loading with conversion and clear errors.
+
+Images are returned as float32 tensors ``3 x H x W`` in [0, 1] (DESIGN.md section 3). Grayscale, palette, RGBA
+(composited on white) and 16-bit files are converted; anything unreadable raises ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+# scikit-image's sample photos (shipped inside the package, no download): name -> loader attribute
+BUILTIN = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "immunohistochemistry")
+
+KODAK_URL = "https://r0k.us/graphics/kodak/kodak/kodim{:02d}.png"
+
+
+class DataError(ValueError):
+    """A dataset or image problem, with a one-line message saying how to fix it."""
+
+
+@dataclass
+class Item:
+    """One image of a dataset: ``id`` (unique, stable: used to seed its channel realizations) and pixels."""
+
+    id: str
+    image: torch.Tensor  # 3 x H x W float32 in [0, 1]
+
+
+def to_float_rgb(arr: np.ndarray, mode: str | None = None, name: str = "image") -> np.ndarray:
+    """Convert an array from any common layout/depth to ``H x W x 3`` float32 in [0, 1]."""
+    a = np.asarray(arr)
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16 or (mode is not None and mode.startswith("I;16")):
+        a = a.astype(np.float32) / 65535.0
+    elif a.dtype in (np.int32, np.int64, np.uint32):  # PIL mode "I": 16-bit data stored in int32
+        a = a.astype(np.float32) / (65535.0 if a.max(initial=0) > 255 else 255.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if a.size and a.max() > 1.0 + 1e-6:
+            a = a / 255.0
+    else:
+        raise DataError(f"{name}: unsupported pixel type {a.dtype}; convert it to 8- or 16-bit PNG")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 2:  # gray + alpha
+        g, al = a[:, :, :1], a[:, :, 1:]
+        a = np.repeat(g * al + (1 - al), 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:  # RGBA composited on white
+        rgb, al = a[:, :, :3], a[:, :, 3:]
+        a = rgb * al + (1 - al)
+    elif not (a.ndim == 3 and a.shape[2] == 3):
+        raise DataError(f"{name}: unsupported image shape {a.shape}; expected H x W, H x W x 3 or H x W x 4")
+    if not np.isfinite(a).all():
+        raise DataError(f"{name}: image contains NaN or infinite values")
+    return np.clip(a, 0.0, 1.0)
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as ``3 x H x W`` float32 in [0, 1]; raise ``DataError`` naming the file on failure."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P" or mode == "PA":
+                im = im.convert("RGBA")
+                mode = "RGBA"
+            elif mode == "CMYK" or mode == "YCbCr" or mode == "LAB" or mode == "HSV":
+                im = im.convert("RGB")
+                mode = "RGB"
+            elif mode == "1":
+                im = im.convert("L")
+                mode = "L"
+            arr = np.array(im)
+    except UnidentifiedImageError:
+        raise DataError(f"{p}: not a readable image (unknown or corrupt format); re-save it as PNG") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read image ({e}); re-save it as PNG") from None
+    if arr.size == 0 or min(arr.shape[:2]) < 1:
+        raise DataError(f"{p}: empty image")
+    return torch.from_numpy(to_float_rgb(arr, mode, str(p)).transpose(2, 0, 1).copy())
+
+
+def image_paths(folder: str | os.PathLike) -> list[Path]:
+    """Sorted image files of a folder (recursive, so a COCO folder with sub-folders works too)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise DataError(f"{d}: no such folder; give a folder of images, 'builtin' or 'kodak'")
+    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{d}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def builtin_images() -> list[Item]:
+    """Photos shipped inside scikit-image (no download): astronaut, coffee, chelsea, ... (RGB only)."""
+    from skimage import data as skdata
+
+    items = []
+    for name in BUILTIN:
+        arr = getattr(skdata, name)()
+        items.append(Item(name, torch.from_numpy(to_float_rgb(arr, None, name).transpose(2, 0, 1).copy())))
+    return items
+
+
+def cache_dir() -> Path:
+    """Where downloads and converted weights live: ``$LRISC_SIM_CACHE`` or ``~/.cache/lrisc-sim``."""
+    return Path(os.environ.get("LRISC_SIM_CACHE", Path.home() / ".cache" / "lrisc-sim"))
+
+
+# sha256 of the 24 Kodak PNG files (kodim01..kodim24), as distributed by the Kodak suite mirrors
+KODAK_SHA256: dict[str, str] = {}
+
+
+def kodak_images(root: str | os.PathLike | None = None) -> list[Item]:
+    """The 24 Kodak images: from ``root`` if given, else from the cache, downloading (with checksums) if needed."""
+    if root is not None:
+        return folder_images(root)
+    d = cache_dir() / "kodak"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 25):
+        f = d / f"kodim{i:02d}.png"
+        if f.is_file() and _sha_ok(f):
+            continue
+        try:
+            tmp = f.with_suffix(".part")
+            urllib.request.urlretrieve(KODAK_URL.format(i), tmp)  # noqa: S310 (fixed https URL)
+        except OSError as e:
+            raise DataError(f"cannot download Kodak ({e}); pass a local copy with --dataset PATH/TO/kodak") from None
+        tmp.replace(f)
+        if not _sha_ok(f):
+            f.unlink()
+            raise DataError(f"Kodak file {f.name} failed its checksum; pass a local copy with --dataset PATH")
+    return folder_images(d)
+
+
+def _sha_ok(f: Path) -> bool:
+    want = KODAK_SHA256.get(f.name)
+    if want is None:
+        return True
+    return hashlib.sha256(f.read_bytes()).hexdigest() == want
+
+
+def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[Item]:
+    """All images of a folder; ids are the paths relative to the folder, without suffix."""
+    root = Path(folder)
+    paths = image_paths(root)[: limit or None]
+    return [Item(str(p.relative_to(root).with_suffix("")), load_image(p)) for p in paths]
+
+
+def load_dataset(spec: str, limit: int | None = None) -> list[Item]:
+    """``builtin``, ``kodak`` or a folder path; ``limit`` keeps the first N images."""
+    if spec == "builtin":
+        items = builtin_images()
+    elif spec == "kodak":
+        items = kodak_images()
+    else:
+        p = Path(spec)
+        if p.is_file():
+            items = [Item(p.stem, load_image(p))]
+        elif p.is_dir():
+            items = folder_images(p)
+        else:
+            raise DataError(f"dataset '{spec}' not found: use 'builtin', 'kodak', a folder or an image file")
+    return items[:limit] if limit else items
+
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Reflect-pad ``B x 3 x H x W`` (bottom/right) so that H and W are multiples of ``m``."""
+    if m <= 1:
+        return x
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def group_by_size(items: Sequence[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Batches of images of equal size, in dataset order within each size."""
+    groups: dict[tuple[int, int], list[Item]] = {}
+    for it in items:
+        groups.setdefault(tuple(it.image.shape[-2:]), []).append(it)
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]
+
+
+class RandomCrops(torch.utils.data.IterableDataset):
+    """Endless random ``size x size`` crops (with random horizontal flips) from a folder of images.
+
+    Images smaller than the crop are upscaled first. Used by the training commands. Yields ``3 x s x s``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, size: int, seed: int = 0, max_side: int | None = None):
+        self.images = [load_image(p) for p in image_paths(folder)]
+        if max_side:
+            self.images = [_shrink(im, max_side) for im in self.images]
+        self.size = size
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        s = self.size
+        while True:
+            im = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+            _, h, w = im.shape
+            if h < s or w < s:
+                f = s / min(h, w)
+                im = torch.nn.functional.interpolate(im[None], scale_factor=f * 1.01, mode="bilinear",
+                                                     align_corners=False)[0].clamp(0, 1)
+                _, h, w = im.shape
+            i = int(torch.randint(h - s + 1, (1,), generator=g))
+            j = int(torch.randint(w - s + 1, (1,), generator=g))
+            c = im[:, i : i + s, j : j + s]
+            if torch.rand(1, generator=g) < 0.5:
+                c = c.flip(-1)
+            yield c
+
+    def batch(self, n: int, it: Iterator[torch.Tensor] | None = None) -> torch.Tensor:
+        """A ``n x 3 x s x s`` batch (from ``it``, an iterator over this dataset, or a fresh one)."""
+        it = it or iter(self)
+        return torch.stack([next(it) for _ in range(n)])
+
+
+def _shrink(im: torch.Tensor, max_side: int) -> torch.Tensor:
+    h, w = im.shape[-2:]
+    if max(h, w) <= max_side:
+        return im
+    f = max_side / max(h, w)
+    return torch.nn.functional.interpolate(im[None], scale_factor=f, mode="area")[0]

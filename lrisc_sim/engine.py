@@ -1,0 +1,205 @@
+"""Monte Carlo engine: codec x CBR x SNR x trial over a dataset, on identical channel realizations.
+
+The work is split into tasks, one per (codec, CBR, batch of equal-size images); a task yields the rows of one
+(SNR, trial) point at a time so that the local executor writes them as they finish. Work that does not depend on
+the SNR (the encoder of an SNR-unaware codec, the unit-variance noise and fading draws) is done once per task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from channels.base import Channel, equalize
+from channels.realization import Realization
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report
+from lrisc_sim.data import Item, group_by_size, pad_to_multiple
+from lrisc_sim.results import METRICS, point_key
+
+STAGES = ("encode", "channel", "decode", "metrics")
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; filled by the CLI (``lrisc-sim sweep``) and by experiment TOML files."""
+
+    codecs: list[str]
+    snr_db: list[float]
+    cbr: list[Fraction | float]
+    channel: str = "awgn"
+    equalizer: str = "mmse"
+    dataset: str = "builtin"
+    limit: int | None = None
+    trials: int = 1
+    seed: int = 0
+    batch_size: int = 4
+    device: str = "auto"
+    metrics: tuple[str, ...] = METRICS
+    side_charge: str = "fixed"
+    codec_options: dict[str, dict] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error with the fix."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    return torch.device(device)
+
+
+@dataclass
+class Task:
+    """One unit of work: a codec at one CBR on one batch of equal-size images, over the points still missing."""
+
+    codec: str
+    cbr: Fraction | float
+    items: list[Item]
+    points: list[tuple[float, int]]  # (snr_db, trial) pairs still to do for at least one image
+
+    @property
+    def n_points(self) -> int:
+        return len(self.points) * len(self.items)
+
+
+class Engine:
+    """Runs tasks of a sweep. ``timings`` accumulates seconds per codec and stage (encode, channel, decode,
+    metrics) for the benchmark."""
+
+    def __init__(self, cfg: SweepConfig, channel: Channel, device: torch.device,
+                 codec_factory: Callable[[str], Codec] | None = None):
+        self.cfg = cfg
+        self.channel = channel
+        self.device = device
+        self.charge = SideInfoCharge.parse(cfg.side_charge)
+        self._codecs: dict[str, Codec] = {}
+        self._factory = codec_factory
+        self.timings: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(STAGES, 0.0))
+
+    def codec(self, spec: str) -> Codec:
+        if spec not in self._codecs:
+            if self._factory is not None:
+                c = self._factory(spec)
+            else:
+                from lrisc_sim.registry import make_codec
+
+                c = make_codec(spec, device=str(self.device), **self.cfg.codec_options.get(spec, {}))
+            c.side_charge = self.charge
+            self._codecs[spec] = c.to(self.device)
+        return self._codecs[spec]
+
+    def plan(self, items: Sequence[Item], done: set[tuple]) -> list[Task]:
+        """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped."""
+        tasks = []
+        ch = self.channel.describe()
+        for spec in self.cfg.codecs:
+            for cbr in self.cfg.cbr:
+                for batch in group_by_size(items, self.cfg.batch_size):
+                    pts = [(snr, t) for snr in self.cfg.snr_db for t in range(self.cfg.trials)
+                           if any(point_key(spec, float(cbr), snr, ch, t, it.id) not in done for it in batch)]
+                    if pts:
+                        tasks.append(Task(spec, cbr, batch, pts))
+        return tasks
+
+    def run_task(self, task: Task) -> Iterator[list[dict]]:
+        """Yield the rows of each (SNR, trial) point of a task, in order."""
+        codec = self.codec(task.codec)
+        tim = self.timings[task.codec]
+        x0 = torch.stack([it.image for it in task.items]).to(self.device)
+        hw = tuple(x0.shape[-2:])
+        x = pad_to_multiple(x0, codec.multiple)
+        ids = [it.id for it in task.items]
+        cbr = float(task.cbr)
+        codec.original_hw = hw
+        snr_aware = codec.snr_aware_encoder or self.charge.mode == "capacity"
+        variants = getattr(codec, "variants", None)
+        subs: list[Codec] = list(variants()) if callable(variants) else [codec]
+        for s in subs:
+            s.original_hw, s.side_charge = hw, self.charge
+        realizations = {t: Realization(self.cfg.seed, ids, t, self.device) for t in {p[1] for p in task.points}}
+        encoded: dict[object, list[Encoded]] = {}
+        b = len(ids)
+        for snr, trial in task.points:
+            t0 = time.perf_counter()
+            key = snr if snr_aware else None
+            if key not in encoded:
+                encoded.clear()  # one SNR's encodings alive at a time
+                snr_vec = torch.full((b,), float(snr), device=self.device) if snr_aware else None
+                with torch.no_grad():
+                    encoded[key] = [s.encode(x, cbr, snr_vec) for s in subs]
+            t1 = time.perf_counter()
+            decs: list[Decoded] = []
+            t_ch = 0.0
+            with torch.no_grad():
+                for s, enc in zip(subs, encoded[key]):
+                    c0 = time.perf_counter()
+                    out = self.channel(enc.symbols, float(snr), realizations[trial])
+                    rx = equalize(out, self.cfg.equalizer)
+                    t_ch += time.perf_counter() - c0
+                    decs.append(s.decode(rx, enc))
+                if len(subs) > 1:
+                    dec, enc_used = codec.combine(x, decs, encoded[key])
+                else:
+                    dec, enc_used = decs[0], encoded[key][0]
+            t2 = time.perf_counter()
+            y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
+            if not torch.isfinite(y).all():
+                raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
+                                         f"(images {', '.join(ids)}); check its checkpoint")
+            mets = self.metrics(x0, y)
+            t3 = time.perf_counter()
+            rep = cbr_report(enc_used, hw, self.charge, snr)
+            enc_t = (t1 - t0)
+            tim["encode"] += enc_t
+            tim["channel"] += t_ch
+            tim["decode"] += (t2 - t1) - t_ch
+            tim["metrics"] += t3 - t2
+            per_img = (t3 - t0) / b
+            info = {**enc_used.info, **dec.info}
+            rows = []
+            for i, img in enumerate(ids):
+                rows.append({
+                    "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel.describe(),
+                    "trial": trial, "image": img,
+                    "cbr_payload": float(rep["cbr_payload"][i]), "cbr_side": float(rep["cbr_side"][i]),
+                    "cbr_total": float(rep["cbr_total"][i]),
+                    **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRICS},
+                    "seconds": per_img, "ok": bool(dec.ok[i]), "seed": self.cfg.seed,
+                    "side_charge": self.charge.describe(),
+                    "info": {k: _scalar(v[i]) for k, v in info.items()},
+                })
+            yield rows
+
+    def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        from lrisc_sim.metrics import compute_metrics
+
+        return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics).items()}
+
+
+def _scalar(v):
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def count_points(tasks: Sequence[Task]) -> int:
+    return sum(t.n_points for t in tasks)
+
+
+def output_dir(out: str | Path) -> Path:
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--out {p}: exists and is not a folder; choose a folder path")
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,137 @@
+"""The per-image results table (written point by point, resumable) and its summary with 95% CIs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["codec", "cbr_target", "cbr_payload", "cbr_side", "cbr_total", "snr_db", "channel", "trial", "image",
+           "psnr", "ms_ssim", "lpips", "seconds", "ok", "seed", "side_charge", "info"]
+KEY = ("codec", "cbr_target", "snr_db", "channel", "trial", "image")
+METRICS = ("psnr", "ms_ssim", "lpips")
+
+
+def point_key(codec: str, cbr: float, snr: float, channel: str, trial: int, image: str) -> tuple:
+    """The identity of one row: (codec, CBR, SNR, channel, trial, image), numbers rounded for stable matching."""
+    return (codec, round(float(cbr), 12), round(float(snr), 9), channel, int(trial), str(image))
+
+
+class ResultsTable:
+    """``results.csv`` in an output folder: appends rows with a flush + fsync per point; on open, a torn last
+    line (from a killed run) is cut off, and ``done`` holds the keys of every finished row."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[tuple] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._repair()
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != COLUMNS:
+                    raise ValueError(f"{self.path}: not a results table of this version (columns differ); "
+                                     "use another --out folder")
+                for r in reader:
+                    self.done.add(point_key(r["codec"], float(r["cbr_target"]), float(r["snr_db"]), r["channel"],
+                                            int(r["trial"]), r["image"]))
+        else:
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+
+    def _repair(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(cut)
+
+    def append(self, rows: Iterable[dict]) -> None:
+        """Append rows not yet in the table (a point cut in half by a kill is completed, not duplicated)."""
+        rows = [r for r in rows if point_key(r["codec"], r["cbr_target"], r["snr_db"], r["channel"], r["trial"],
+                                             r["image"]) not in self.done]
+        if not rows:
+            return
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            for r in rows:
+                w.writerow([_fmt(r.get(c)) for c in COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+        for r in rows:
+            self.done.add(point_key(r["codec"], r["cbr_target"], r["snr_db"], r["channel"], r["trial"], r["image"]))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True) if v else ""
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    return str(v)
+
+
+def load(path: str | os.PathLike):
+    """The results table as a pandas DataFrame."""
+    import pandas as pd
+
+    df = pd.read_csv(path, keep_default_na=True)
+    df["ok"] = df["ok"].astype(str) == "True"
+    return df
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% confidence interval of the mean (Student t), NaN-aware; 0 for one sample."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 2:
+        return 0.0 if n == 1 else float("nan")
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+
+
+def summarize(df):
+    """One row per (codec, channel, cbr_target, snr_db): n, mean and 95% CI of each metric, CBRs, ok rate."""
+    import pandas as pd
+
+    rows = []
+    for (codec, channel, cbr, snr), g in df.groupby(["codec", "channel", "cbr_target", "snr_db"], sort=True):
+        r = {"codec": codec, "channel": channel, "cbr_target": cbr, "snr_db": snr, "n": len(g),
+             "cbr_payload": g["cbr_payload"].mean(), "cbr_side": g["cbr_side"].mean(),
+             "cbr_total": g["cbr_total"].mean(), "cbr_total_max": g["cbr_total"].max(),
+             "ok_rate": g["ok"].mean(), "seconds": g["seconds"].mean()}
+        for m in METRICS:
+            vals = g[m].to_numpy(dtype=float)
+            finite = vals[np.isfinite(vals)]
+            r[m] = float(finite.mean()) if len(finite) else float("nan")
+            r[f"{m}_ci95"] = ci95(vals)
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary, cbr_label=None) -> str:
+    """A fixed-width text table of a summary for the terminal."""
+    lab = cbr_label or (lambda v: f"{v:.4g}")
+    head = f"{'codec':<18} {'channel':<16} {'CBR':>7} {'CBR used':>9} {'SNR':>6} {'PSNR (dB)':>15} " \
+           f"{'MS-SSIM':>15} {'LPIPS':>15} {'ok':>5} {'n':>4}"
+    lines = [head, "-" * len(head)]
+    for _, r in summary.iterrows():
+        def cell(m, p):
+            v, c = r[m], r[f"{m}_ci95"]
+            if not math.isfinite(v):
+                return f"{'-':>15}"
+            return f"{v:>{8}.{p}f} ±{c:<{5}.{p}f}" if math.isfinite(c) else f"{v:>15.{p}f}"
+        lines.append(f"{r['codec']:<18.18} {r['channel']:<16.16} {lab(r['cbr_target']):>7} {r['cbr_total']:>9.5f} "
+                     f"{r['snr_db']:>6.1f} {cell('psnr', 2)} {cell('ms_ssim', 3)} {cell('lpips', 3)} "
+                     f"{r['ok_rate']:>5.0%} {int(r['n']):>4}")
+    return "\n".join(lines)

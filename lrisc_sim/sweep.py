@@ -1,0 +1,97 @@
+"""Running a sweep into an output folder: results.csv (resumable), summary.csv, plots, config.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from lrisc_sim.engine import Engine, SweepConfig, count_points, output_dir, resolve_device
+from lrisc_sim.grammar import cbr_label
+from lrisc_sim.results import ResultsTable, format_summary, load, summarize
+
+
+def _config_record(cfg: SweepConfig, channel_desc: str) -> dict:
+    d = asdict(cfg)
+    d["cbr"] = [cbr_label(c) for c in cfg.cbr]
+    d["channel_description"] = channel_desc
+    return d
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_address: str | None = None,
+              progress: bool = True, quiet: bool = False):
+    """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone."""
+    from channels import make_channel
+    from lrisc_sim.data import load_dataset
+
+    out = output_dir(out)
+    channel = make_channel(cfg.channel)
+    device = resolve_device(cfg.device)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if old.get("seed") != cfg.seed:
+            raise ValueError(f"{out} holds a sweep with seed {old.get('seed')}; resume with --seed {old.get('seed')} "
+                             "or choose another --out folder")
+    items = load_dataset(cfg.dataset, cfg.limit)
+    table = ResultsTable(out / "results.csv")
+    engine = Engine(cfg, channel, device)
+    tasks = engine.plan(items, table.done)
+    total = count_points(tasks)
+    cfg_path.write_text(json.dumps(_config_record(cfg, channel.describe()), indent=2))
+    if not quiet:
+        done = len(table.done)
+        print(f"lrisc-sim: {len(items)} images, codecs {', '.join(cfg.codecs)}, CBR "
+              f"{', '.join(cbr_label(c) for c in cfg.cbr)}, SNR {', '.join(f'{s:g}' for s in cfg.snr_db)} dB, "
+              f"{cfg.trials} trial(s), channel {channel.describe()}, device {device}"
+              + (f"; resuming ({done} rows already done)" if done else ""), file=sys.stderr)
+    if executor == "ray":
+        from lrisc_sim.distributed import run_tasks_ray
+
+        run_tasks_ray(cfg, tasks, table, ray_address, progress=progress)
+    elif executor == "local":
+        _run_local(engine, tasks, table, total, progress)
+    else:
+        raise ValueError(f"unknown executor '{executor}': use local or ray")
+    return finish(out, cfg, channel.describe(), quiet=quiet)
+
+
+def _run_local(engine: Engine, tasks, table: ResultsTable, total: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img-pt", disable=not progress or total == 0, dynamic_ncols=True) as bar:
+        for task in tasks:
+            bar.set_description(f"{task.codec} CBR {cbr_label(task.cbr)}")
+            for rows in engine.run_task(task):
+                table.append(rows)
+                bar.update(len(rows))
+
+
+def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False):
+    """Write summary.csv and plots from results.csv; print the summary table."""
+    from lrisc_sim.codec import SideInfoCharge
+    from lrisc_sim.plots import plot_summary
+
+    df = load(out / "results.csv")
+    summary = summarize(df)
+    summary.to_csv(out / "summary.csv", index=False)
+    note = f"{SideInfoCharge.parse(cfg.side_charge).describe()}; seed {cfg.seed}; {cfg.trials} trial(s)"
+    plot_summary(summary, out, title=f"{cfg.dataset} over {channel_desc}", note=note)
+    if not quiet:
+        print(format_summary(summary, cbr_label))
+        print(f"\nresults: {out / 'results.csv'}  summary: {out / 'summary.csv'}")
+    return summary
+
+
+def set_threads(n: int | None) -> None:
+    """Torch intra-op threads: default 1 on machines with <= 2 cores (measured faster when the other core is
+    busy, DESIGN.md section 10), else half the cores."""
+    import os
+
+    if n is None:
+        c = os.cpu_count() or 1
+        n = 1 if c <= 2 else max(1, c // 2)
+    torch.set_num_threads(n)
