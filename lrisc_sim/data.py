@@ -19,7 +19,7 @@ import torch
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 # scikit-image's sample photos (shipped inside the package, no download): name -> loader attribute
-BUILTIN = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "immunohistochemistry")
+BUILTIN = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/kodim{:02d}.png"
 
@@ -112,7 +112,7 @@ def image_paths(folder: str | os.PathLike) -> list[Path]:
 
 
 def builtin_images() -> list[Item]:
-    """Photos shipped inside scikit-image (no download): astronaut, coffee, chelsea, ... (RGB only)."""
+    """Photos shipped inside scikit-image (no download): astronaut, coffee, chelsea, rocket, camera (grayscale, converted)."""
     from skimage import data as skdata
 
     items = []
@@ -127,12 +127,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LRISC_SIM_CACHE", Path.home() / ".cache" / "lrisc-sim"))
 
 
-# sha256 of the 24 Kodak PNG files (kodim01..kodim24), as distributed by the Kodak suite mirrors
-KODAK_SHA256: dict[str, str] = {}
+# First 16 hex digits of the sha256 of each Kodak image's decoded 8-bit RGB pixels (row-major H x W x 3).
+# Pixels, not file bytes, so that mirrors that re-compress the PNGs still verify.
+KODAK_PIXEL_SHA256: dict[str, str] = {
+    "kodim01.png": "a002107433535944",
+    "kodim02.png": "ae5a495df4ec40e0",
+    "kodim03.png": "234e61f585503f2a",
+    "kodim04.png": "e88e788fca00e6c7",
+    "kodim05.png": "ed3d1ee770909d3b",
+    "kodim06.png": "7f45158999fa297d",
+    "kodim07.png": "4e3664bf6fe865b4",
+    "kodim08.png": "889c3740e4ed54ca",
+    "kodim09.png": "f8453140e63a4230",
+    "kodim10.png": "fabe11b5c4f02839",
+    "kodim11.png": "ab4dd9bf8431e717",
+    "kodim12.png": "f412db2168e59994",
+    "kodim13.png": "875703d56fb9396f",
+    "kodim14.png": "2bd5029ee75ac169",
+    "kodim15.png": "b5353e7511277009",
+    "kodim16.png": "ed21745fd32fce95",
+    "kodim17.png": "566bc866664e9b06",
+    "kodim18.png": "3475af71066f3ca8",
+    "kodim19.png": "7956408ef24222d3",
+    "kodim20.png": "666ce8f2db5566a1",
+    "kodim21.png": "2d6902daf7c4486b",
+    "kodim22.png": "f430842120c108b6",
+    "kodim23.png": "81992a83592267e6",
+    "kodim24.png": "e3e3ccc3e795b82a",
+}
 
 
 def kodak_images(root: str | os.PathLike | None = None) -> list[Item]:
-    """The 24 Kodak images: from ``root`` if given, else from the cache, downloading (with checksums) if needed."""
+    """The 24 Kodak images: from ``root`` (or ``$LRISC_SIM_KODAK``) if given, else from the cache, downloading
+    them (pixel checksums verified) when missing."""
+    root = root or os.environ.get("LRISC_SIM_KODAK")
     if root is not None:
         return folder_images(root)
     d = cache_dir() / "kodak"
@@ -154,10 +182,16 @@ def kodak_images(root: str | os.PathLike | None = None) -> list[Item]:
 
 
 def _sha_ok(f: Path) -> bool:
-    want = KODAK_SHA256.get(f.name)
-    if want is None:
-        return True
-    return hashlib.sha256(f.read_bytes()).hexdigest() == want
+    """True if the file decodes to the known Kodak pixels."""
+    from PIL import Image
+
+    want = KODAK_PIXEL_SHA256.get(f.name)
+    try:
+        with Image.open(f) as im:
+            a = np.asarray(im.convert("RGB"))
+    except OSError:
+        return False
+    return want is not None and hashlib.sha256(a.tobytes()).hexdigest()[:16] == want
 
 
 def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[Item]:

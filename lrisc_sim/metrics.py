@@ -1,0 +1,90 @@
+"""Image quality metrics of the simulator: PSNR, MS-SSIM, LPIPS, per image.
+
+Convention (DESIGN.md section 3): both images are clamped to [0, 1] and rounded to uint8 levels (``quantize``)
+before any metric, and every metric is computed per image on the size it is given (callers crop padded outputs
+to the original size first). Averaging and confidence intervals are the engine's job.
+
+* PSNR (dB, peak 1.0) is capped at ``PSNR_CAP_DB`` = 100 dB, so identical images give 100, not inf, and means
+  over images stay finite.
+* MS-SSIM (5 scales, ``pytorch_msssim``, data range 1) is NaN for images whose smaller side is <= 160 px,
+  too small for 5 scales with the 11-tap window.
+* LPIPS is AlexNet v0.1 (``lrisc_sim.lpips``), evaluated without gradients; use ``get_lpips`` directly for a loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from lrisc_sim.lpips import get_lpips
+
+METRIC_NAMES = ("psnr", "ms_ssim", "lpips")
+PSNR_CAP_DB = 100.0
+MS_SSIM_MIN_SIDE = 161  # pytorch_msssim needs smaller side > (11 - 1) * 2**4
+LPIPS_CHUNK = 8  # images per LPIPS forward pass, to bound memory on large images
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to the 256 uint8 levels (half to even); float32, same shape, in [0, 1]."""
+    return torch.round(x.to(torch.float32).clamp(0, 1) * 255) / 255
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of uint8-rounded images, peak 1.0, capped at ``PSNR_CAP_DB``.
+
+    x, y: B x 3 x H x W in [0, 1]. Returns B (float32): 10 log10(1 / MSE), MSE over C x H x W.
+    """
+    d = quantize(x).to(torch.float64) - quantize(y).to(torch.float64)
+    mse = d.pow(2).flatten(1).mean(dim=1)
+    return (-10 * torch.log10(mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))).to(torch.float32)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM of uint8-rounded images (5 scales, data range 1).
+
+    x, y: B x 3 x H x W in [0, 1]. Returns B (float32); all NaN when min(H, W) < ``MS_SSIM_MIN_SIDE``.
+    """
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        return torch.full((x.shape[0],), math.nan, device=x.device)
+    return _ms_ssim(quantize(x), quantize(y), data_range=1.0, size_average=False).to(torch.float32)
+
+
+def lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LPIPS (AlexNet v0.1) of uint8-rounded images, no gradients.
+
+    x, y: B x 3 x H x W in [0, 1], H, W >= 32. Returns B (float32), 0 for identical images.
+    """
+    net = get_lpips(x.device)
+    with torch.no_grad():
+        parts = [net(quantize(a), quantize(b)) for a, b in zip(x.split(LPIPS_CHUNK), y.split(LPIPS_CHUNK))]
+    return torch.cat(parts)
+
+
+_METRICS = {"psnr": psnr, "ms_ssim": ms_ssim, "lpips": lpips}
+
+
+def compute_metrics(x: torch.Tensor, x_hat: torch.Tensor,
+                    names: Sequence[str] = METRIC_NAMES) -> dict[str, torch.Tensor]:
+    """Per-image metrics of the reconstruction ``x_hat`` against the source ``x``.
+
+    x, x_hat: B x 3 x H x W in [0, 1] (same shape; values outside [0, 1] are clamped by ``quantize``).
+    Returns {name: B float32 tensor on the CPU} for each of ``names`` (a subset of ``METRIC_NAMES``).
+    Raises a one-line ValueError on unknown names, shape mismatch or non-finite (NaN/inf) values.
+    """
+    unknown = [n for n in names if n not in _METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}: choose from {list(METRIC_NAMES)}")
+    if x.shape != x_hat.shape or x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"metrics need x and x_hat of equal shape B x 3 x H x W, got {tuple(x.shape)} "
+                         f"and {tuple(x_hat.shape)}")
+    for label, t in (("x", x), ("x_hat", x_hat)):
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            images = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(f"{label} has {int(bad.sum())} non-finite values (NaN/inf) in image(s) "
+                             f"{images[:5]}{'...' if len(images) > 5 else ''}; metrics need finite images")
+    return {n: _METRICS[n](x, x_hat).detach().cpu() for n in names}
