@@ -97,6 +97,10 @@ class Engine:
             self._codecs[spec] = c.to(self.device)
         return self._codecs[spec]
 
+    def describe_codecs(self) -> list[str]:
+        """One line per codec used so far: which coder, checkpoint or external tool produced its rows."""
+        return [f"{spec}: {c.describe()}" for spec, c in self._codecs.items()]
+
     def plan(self, items: Sequence[Item], done: set[tuple]) -> list[Task]:
         """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped."""
         tasks = []

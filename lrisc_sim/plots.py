@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from lrisc_sim.grammar import cbr_label
@@ -15,7 +14,7 @@ def _metrics_present(summary, metrics) -> list[str]:
 
 
 def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssim"), title: str = "",
-                 note: str = "") -> list[Path]:
+                 note: str = "", labels: dict[str, str] | None = None) -> list[Path]:
     """Write ``vs_snr.png`` (when several SNRs) and ``vs_cbr.png`` (when several CBRs); return the paths."""
     import matplotlib
 
@@ -35,7 +34,7 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
         for ax, m in zip(axes[0], mets):
             for (codec, channel, o), g in summary.groupby(["codec", "channel", other], sort=True):
                 g = g.sort_values(xcol)
-                lab = codec + (f", CBR {cbr_label(o)}" if other == "cbr_target" else f", {o:g} dB")
+                lab = (labels or {}).get(codec, codec) + (f", CBR {cbr_label(o)}" if other == "cbr_target" else f", {o:g} dB")
                 if summary["channel"].nunique() > 1:
                     lab += f" [{channel}]"
                 xs, ys, cs = g[xcol].to_numpy(), g[m].to_numpy(), g[f"{m}_ci95"].fillna(0).to_numpy()

@@ -22,7 +22,8 @@ def _config_record(cfg: SweepConfig, channel_desc: str) -> dict:
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_address: str | None = None,
-              progress: bool = True, quiet: bool = False):
+              progress: bool = True, quiet: bool = False, title: str | None = None,
+              labels: dict[str, str] | None = None):
     """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone."""
     from channels import make_channel
     from lrisc_sim.data import load_dataset
@@ -56,7 +57,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
         _run_local(engine, tasks, table, total, progress)
     else:
         raise ValueError(f"unknown executor '{executor}': use local or ray")
-    return finish(out, cfg, channel.describe(), quiet=quiet)
+    return finish(out, cfg, channel.describe(), quiet=quiet, title=title, labels=labels,
+                  codec_notes=engine.describe_codecs())
 
 
 def _run_local(engine: Engine, tasks, table: ResultsTable, total: int, progress: bool) -> None:
@@ -70,8 +72,9 @@ def _run_local(engine: Engine, tasks, table: ResultsTable, total: int, progress:
                 bar.update(len(rows))
 
 
-def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False):
-    """Write summary.csv and plots from results.csv; print the summary table."""
+def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False, title: str | None = None,
+           labels: dict[str, str] | None = None, codec_notes: list[str] | None = None):
+    """Write summary.csv, plots and codecs.txt from results.csv; print the summary table."""
     from lrisc_sim.codec import SideInfoCharge
     from lrisc_sim.plots import plot_summary
 
@@ -79,7 +82,11 @@ def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False):
     summary = summarize(df)
     summary.to_csv(out / "summary.csv", index=False)
     note = f"{SideInfoCharge.parse(cfg.side_charge).describe()}; seed {cfg.seed}; {cfg.trials} trial(s)"
-    plot_summary(summary, out, title=f"{cfg.dataset} over {channel_desc}", note=note)
+    if codec_notes:
+        (out / "codecs.txt").write_text("\n".join(codec_notes) + "\n")
+        note += "\n" + "; ".join(codec_notes)
+    head = f"{title}: " if title else ""
+    plot_summary(summary, out, title=f"{head}{cfg.dataset} over {channel_desc}", note=note, labels=labels)
     if not quiet:
         print(format_summary(summary, cbr_label))
         print(f"\nresults: {out / 'results.csv'}  summary: {out / 'summary.csv'}")

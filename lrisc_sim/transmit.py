@@ -18,16 +18,38 @@ def save_image(x: torch.Tensor, path: str | Path) -> Path:
     return Path(path)
 
 
+def send_one(codec, channel, x0: torch.Tensor, image_id: str, snr_db: float, cbr: float, seed: int = 0,
+             equalizer: str = "mmse", trial: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor], object]:
+    """Encode, transmit and decode one image ``1 x 3 x H x W`` on the realization (seed, image_id, trial).
+
+    Returns the output ``1 x 3 x H x W``, the codec's internal maps (``visualize(x, enc, rx)`` when it has one,
+    e.g. the latent and the received latent of LRISC) and the ``Decoded``.
+    """
+    from channels.base import equalize
+    from channels.realization import Realization
+    from lrisc_sim.data import pad_to_multiple
+
+    dev = x0.device
+    hw = tuple(x0.shape[-2:])
+    codec.original_hw = hw
+    x = pad_to_multiple(x0, codec.multiple)
+    snr = torch.full((1,), float(snr_db), device=dev)
+    with torch.no_grad():
+        enc = codec.encode(x, cbr, snr if codec.snr_aware_encoder else None)
+        rx = equalize(channel(enc.symbols, float(snr_db), Realization(seed, [image_id], trial, dev)), equalizer)
+        dec = codec.decode(rx, enc)
+        vis = getattr(codec, "visualize", None)
+        maps = vis(x, enc, rx) if callable(vis) else {}
+    return dec.images[..., : hw[0], : hw[1]].clamp(0, 1), maps, dec
+
+
 def transmit(image: str, codec: str = "lrisc", snr_db: float = 10.0, cbr: float = 1 / 48, channel: str = "awgn",
              equalizer: str = "mmse", seed: int = 0, checkpoint: str | None = None, out: str | Path = "runs/transmit",
              device: str = "auto", trial: int = 0) -> list[Path]:
-    """Encode, transmit, decode one image; write ``output.png`` and, when the codec offers them through
-    ``visualize(x, enc, rx) -> {name: 1|3 x h x w in [0,1]}``, its internal maps (e.g. ``latent.png``,
-    ``received_latent.png``). Returns the written paths; prints nothing."""
+    """Send one image file and write ``output.png``, ``source.png``, the codec's internal maps (e.g.
+    ``latent.png``, ``received_latent.png`` for LRISC) and ``metrics.txt``; return the written paths."""
     from channels import make_channel
-    from channels.base import equalize
-    from channels.realization import Realization
-    from lrisc_sim.data import load_image, pad_to_multiple
+    from lrisc_sim.data import load_image
     from lrisc_sim.engine import resolve_device
     from lrisc_sim.metrics import compute_metrics
     from lrisc_sim.registry import make_codec
@@ -37,26 +59,13 @@ def transmit(image: str, codec: str = "lrisc", snr_db: float = 10.0, cbr: float 
     c = make_codec(codec, device=str(dev), **opts).to(dev)
     ch = make_channel(channel)
     x0 = load_image(image)[None].to(dev)
-    hw = tuple(x0.shape[-2:])
-    c.original_hw = hw
-    x = pad_to_multiple(x0, c.multiple)
-    snr = torch.full((1,), float(snr_db), device=dev)
-    name = Path(image).stem
+    y, maps, dec = send_one(c, ch, x0, Path(image).stem, snr_db, cbr, seed, equalizer, trial)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        enc = c.encode(x, cbr, snr if c.snr_aware_encoder else None)
-        rx = equalize(ch(enc.symbols, float(snr_db), Realization(seed, [name], trial, dev)), equalizer)
-        dec = c.decode(rx, enc)
-        y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
-        paths = [save_image(y[0], out / "output.png"), save_image(x0[0], out / "source.png")]
-        vis = getattr(c, "visualize", None)
-        if callable(vis):
-            for k, v in vis(x, enc, rx).items():
-                paths.append(save_image(v, out / f"{k}.png"))
-        m = compute_metrics(x0, y, ("psnr", "ms_ssim", "lpips"))
+    paths = [save_image(y[0], out / "output.png"), save_image(x0[0], out / "source.png")]
+    paths += [save_image(v, out / f"{k}.png") for k, v in maps.items()]
+    m = compute_metrics(x0, y, ("psnr", "ms_ssim", "lpips"))
     lines = [f"codec {c.describe()}", f"channel {ch.describe()} at {snr_db:g} dB", f"cbr_target {cbr:.6g}",
-             f"cbr_payload {float(enc.length[0]) / (3 * hw[0] * hw[1]):.6g}", f"ok {bool(dec.ok[0])}"]
-    lines += [f"{k} {float(v[0]):.4f}" for k, v in m.items()]
+             f"ok {bool(dec.ok[0])}"] + [f"{k} {float(v[0]):.4f}" for k, v in m.items()]
     (out / "metrics.txt").write_text("\n".join(lines) + "\n")
     return paths + [out / "metrics.txt"]

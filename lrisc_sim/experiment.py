@@ -1,0 +1,200 @@
+"""Experiment files (``experiments/*.toml``): schema, validation with clear errors, and the runner.
+
+Schema (every key optional unless marked; unknown keys are errors)::
+
+    name = "fig4_snr"                 # default: the file name
+    title = "PSNR and LPIPS vs SNR"   # plot title
+    kind = "sweep"                    # "sweep" (curves) or "visual" (an image grid, Fig. 6)
+    out = "results/fig4_snr"          # default: results/NAME
+    dataset = "kodak"                 # builtin | kodak | folder path (relative to the file or the cwd)
+    limit = 24                        # first N images
+    seed = 0
+    trials = 1
+    batch_size = 4
+    metrics = ["psnr", "ms_ssim", "lpips"]
+    side_charge = "fixed"             # fixed | fixed:B | capacity
+
+    [channel]
+    model = "awgn"                    # any spec of `lrisc-sim channels`
+    equalizer = "mmse"                # mmse | zf
+
+    [grid]                            # required for kind = "sweep"
+    snr = "0:15:5"                    # the CLI grammar, or a list of numbers
+    cbr = "1/48"                      # the CLI grammar, or a list
+
+    [[codecs]]                        # at least one
+    spec = "lrisc"                    # required: a codec spec of `lrisc-sim codecs`
+    label = "LRISC"                   # optional legend label
+    checkpoint = "path.safetensors"   # optional; other keys are passed to the codec as options
+
+    [visual]                          # required for kind = "visual"
+    image = "kodim23"                 # image id in the dataset
+    snr = [0, 5, 10, 15]
+    cbr = "1/48"
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrisc_sim.engine import SweepConfig
+from lrisc_sim.grammar import GridError, parse_cbr, parse_snr
+from lrisc_sim.results import METRICS
+
+TOP_KEYS = {"name", "title", "kind", "out", "dataset", "limit", "seed", "trials", "batch_size", "metrics",
+            "side_charge", "channel", "grid", "codecs", "visual", "description"}
+CHANNEL_KEYS = {"model", "equalizer"}
+GRID_KEYS = {"snr", "cbr"}
+VISUAL_KEYS = {"image", "snr", "cbr"}
+
+
+class ExperimentError(ValueError):
+    """A problem in an experiment file; the message names the file and the key."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    kind: str
+    sweep: SweepConfig
+    out: Path
+    title: str = ""
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    visual: dict[str, Any] = field(default_factory=dict)
+
+
+def _type(file: Path, key: str, value, types, what: str):
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ExperimentError(f"{file}: key '{key}' must be {what}, got {value!r}")
+    return value
+
+
+def _grid(file: Path, key: str, value, parser) -> list:
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, (str, int, float)):
+        raise ExperimentError(f"{file}: key '{key}' must be a string like '0:15:5' or a list")
+    try:
+        return parser(str(value))
+    except GridError as e:
+        raise ExperimentError(f"{file}: key '{key}': {e}") from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Parse and validate an experiment file; raise ``ExperimentError`` naming the file and key."""
+    file = Path(path)
+    if not file.is_file():
+        raise ExperimentError(f"{file}: experiment file not found (see experiments/*.toml)")
+    try:
+        d = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"{file}: not valid TOML ({e})") from None
+    unknown = set(d) - TOP_KEYS
+    if unknown:
+        raise ExperimentError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                              f"{', '.join(sorted(TOP_KEYS))}")
+    name = _type(file, "name", d.get("name", file.stem), str, "a string")
+    kind = d.get("kind", "sweep")
+    if kind not in ("sweep", "visual"):
+        raise ExperimentError(f"{file}: key 'kind' must be 'sweep' or 'visual', got {kind!r}")
+    ch = _type(file, "channel", d.get("channel", {}), dict, "a table [channel]")
+    if set(ch) - CHANNEL_KEYS:
+        raise ExperimentError(f"{file}: unknown key(s) in [channel]: {', '.join(sorted(set(ch) - CHANNEL_KEYS))}")
+    model = _type(file, "channel.model", ch.get("model", "awgn"), str, "a channel spec string")
+    from channels import make_channel
+
+    try:
+        make_channel(model)
+    except ValueError as e:
+        raise ExperimentError(f"{file}: key 'channel.model': {e}") from None
+    eq = ch.get("equalizer", "mmse")
+    if eq not in ("mmse", "zf"):
+        raise ExperimentError(f"{file}: key 'channel.equalizer' must be 'mmse' or 'zf', got {eq!r}")
+    codecs = d.get("codecs")
+    if not isinstance(codecs, list) or not codecs or not all(isinstance(c, dict) for c in codecs):
+        raise ExperimentError(f"{file}: key 'codecs' must be a non-empty array of tables [[codecs]] with 'spec'")
+    from lrisc_sim.registry import CODECS, split_spec
+
+    specs, options, labels = [], {}, {}
+    for i, c in enumerate(codecs):
+        spec = c.get("spec")
+        if not isinstance(spec, str) or split_spec(spec)[0] not in CODECS:
+            raise ExperimentError(f"{file}: key 'codecs[{i}].spec' must name a codec ({', '.join(CODECS)}), "
+                                  f"got {spec!r}")
+        opts = {k: v for k, v in c.items() if k not in ("spec", "label")}
+        if "checkpoint" in opts:
+            ck = Path(opts["checkpoint"])
+            ck = ck if ck.is_absolute() or ck.exists() else file.parent / ck
+            if not ck.is_file():
+                raise ExperimentError(f"{file}: key 'codecs[{i}].checkpoint': file {opts['checkpoint']} not found")
+            opts["checkpoint"] = str(ck)
+        specs.append(spec)
+        options[spec] = opts
+        labels[spec] = _type(file, f"codecs[{i}].label", c.get("label", spec), str, "a string")
+    metrics = d.get("metrics", list(METRICS))
+    if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
+        raise ExperimentError(f"{file}: key 'metrics' must be a list drawn from {list(METRICS)}, got {metrics!r}")
+    ints = {}
+    for k, default in (("seed", 0), ("trials", 1), ("batch_size", 4), ("limit", None)):
+        v = d.get(k, default)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (k != "seed" and v < 1)):
+            raise ExperimentError(f"{file}: key '{k}' must be a {'' if k == 'seed' else 'positive '}integer, "
+                                  f"got {v!r}")
+        ints[k] = v
+    dataset = _type(file, "dataset", d.get("dataset", "builtin"), str, "a string")
+    if dataset not in ("builtin", "kodak") and not Path(dataset).exists() and (file.parent / dataset).exists():
+        dataset = str(file.parent / dataset)
+    side = _type(file, "side_charge", d.get("side_charge", "fixed"), str, "a string")
+    from lrisc_sim.codec import SideInfoCharge
+
+    try:
+        SideInfoCharge.parse(side)
+    except ValueError as e:
+        raise ExperimentError(f"{file}: key 'side_charge': {e}") from None
+    visual: dict[str, Any] = {}
+    if kind == "sweep":
+        grid = _type(file, "grid", d.get("grid"), dict, "a table [grid] with snr and cbr")
+        if set(grid) - GRID_KEYS or not GRID_KEYS <= set(grid):
+            raise ExperimentError(f"{file}: table [grid] needs exactly the keys snr and cbr, got {sorted(grid)}")
+        snr, cbr = _grid(file, "grid.snr", grid["snr"], parse_snr), _grid(file, "grid.cbr", grid["cbr"], parse_cbr)
+    else:
+        vis = _type(file, "visual", d.get("visual"), dict, "a table [visual] with image, snr and cbr")
+        if set(vis) - VISUAL_KEYS or "image" not in vis:
+            raise ExperimentError(f"{file}: table [visual] takes image (required), snr and cbr; got {sorted(vis)}")
+        snr = _grid(file, "visual.snr", vis.get("snr", [0, 5, 10, 15]), parse_snr)
+        cbr = _grid(file, "visual.cbr", vis.get("cbr", "1/48"), parse_cbr)
+        visual = {"image": _type(file, "visual.image", vis["image"], str, "an image id string")}
+    sweep = SweepConfig(codecs=specs, snr_db=snr, cbr=cbr, channel=model, equalizer=eq, dataset=dataset,
+                        limit=ints["limit"], trials=ints["trials"], seed=ints["seed"],
+                        batch_size=ints["batch_size"], metrics=tuple(metrics), side_charge=side,
+                        codec_options=options)
+    out = Path(_type(file, "out", d.get("out", f"results/{name}"), str, "a path string"))
+    return Experiment(name=name, path=file, kind=kind, sweep=sweep, out=out,
+                      title=_type(file, "title", d.get("title", name), str, "a string"),
+                      description=_type(file, "description", d.get("description", ""), str, "a string"),
+                      labels=labels, visual=visual)
+
+
+def run_experiment(path: str | Path, out: str | Path | None = None, executor: str = "local",
+                   ray_address: str | None = None, progress: bool = True, device: str = "auto", quiet: bool = False):
+    """Run (or resume) an experiment into its output folder; returns the summary (sweeps) or grid path."""
+    exp = load_experiment(path)
+    exp.sweep.device = device
+    dest = Path(out) if out else exp.out
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "experiment.json").write_text(json.dumps({"file": str(exp.path), "name": exp.name, "title": exp.title,
+                                                       "labels": exp.labels}, indent=2))
+    if exp.kind == "visual":
+        from lrisc_sim.visual import visual_grid
+
+        return visual_grid(exp, dest)
+    from lrisc_sim.sweep import run_sweep
+
+    return run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress, quiet=quiet,
+                     title=exp.title, labels=exp.labels)
