@@ -97,6 +97,11 @@ class Engine:
             self._codecs[spec] = c.to(self.device)
         return self._codecs[spec]
 
+    @property
+    def channel_label(self) -> str:
+        """The ``channel`` column: the channel spec, plus the equaliser when it is not the default MMSE."""
+        return self.cfg.channel + ("" if self.cfg.equalizer == "mmse" else f" ({self.cfg.equalizer.upper()})")
+
     def describe_codecs(self) -> list[str]:
         """One line per codec used so far: which coder, checkpoint or external tool produced its rows."""
         return [f"{spec}: {c.describe()}" for spec, c in self._codecs.items()]
@@ -104,7 +109,7 @@ class Engine:
     def plan(self, items: Sequence[Item], done: set[tuple]) -> list[Task]:
         """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped."""
         tasks = []
-        ch = self.channel.describe()
+        ch = self.channel_label
         for spec in self.cfg.codecs:
             for cbr in self.cfg.cbr:
                 for batch in group_by_size(items, self.cfg.batch_size):
@@ -172,7 +177,7 @@ class Engine:
             rows = []
             for i, img in enumerate(ids):
                 rows.append({
-                    "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel.describe(),
+                    "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel_label,
                     "trial": trial, "image": img,
                     "cbr_payload": float(rep["cbr_payload"][i]), "cbr_side": float(rep["cbr_side"][i]),
                     "cbr_total": float(rep["cbr_total"][i]),
