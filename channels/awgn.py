@@ -23,5 +23,8 @@ class AWGN(Channel):
 
     name = "awgn"
 
+    def describe(self) -> str:
+        return "AWGN, y = s + n (h = 1)"
+
     def gains(self, realization: Realization, k: int) -> torch.Tensor:
         return torch.ones(len(realization), k, dtype=torch.complex64, device=realization.device)

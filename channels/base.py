@@ -62,6 +62,7 @@ class Channel(ABC):
     Input: ``s`` B x k complex64 (unit average power per image), ``snr_db`` B float32 (or a scalar),
     ``realization`` the common random numbers of the batch. Output: a ``ChannelOutput``.
 
+    ``name`` is the canonical channel spec (``make_channel(ch.name)`` rebuilds the same channel).
     Implementations draw all randomness from ``realization`` (noise from stream "noise", scaled by sqrt(N0)) so
     that two codecs sending k1 <= k2 symbols see the same first k1 noise samples and gains.
     """
@@ -80,9 +81,13 @@ class Channel(ABC):
             raise ValueError(f"realization has {len(realization)} images, batch has {b}")
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=s.device).expand(b).clone()
         n0 = snr_to_n0(snr).to(s.device)
-        h = self.gains(realization, k).to(s.device)
+        # gains do not depend on the SNR: computed once per (realization, channel, k)
+        h = realization.memo(("gains", self.name, k), lambda: self.gains(realization, k)).to(s.device)
         n = realization.cn("noise", k).to(s.device) * torch.sqrt(n0)[:, None]
-        y = h * s + n
+        # y = h s + n with real arithmetic: bit-identical whatever the batch size or k (torch's vectorised complex
+        # multiply rounds the tail of a buffer differently)
+        hr, hi, sr, si = h.real, h.imag, s.real, s.imag
+        y = torch.complex(hr * sr - hi * si + n.real, hr * si + hi * sr + n.imag)
         return ChannelOutput(y=y.to(torch.complex64), h=h.to(torch.complex64), n0=n0, snr_db=snr)
 
     def describe(self) -> str:

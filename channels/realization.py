@@ -57,7 +57,7 @@ class Realization:
         self.image_ids = list(image_ids)
         self.trial = int(trial)
         self.device = torch.device(device)
-        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -88,6 +88,12 @@ class Realization:
     def uniform(self, stream: str, n: int) -> torch.Tensor:
         """``B x n`` float32 U(0, 1) draws of a stream."""
         return self._draw("u", stream, n)
+
+    def memo(self, key: tuple, compute):
+        """Cache a value derived from this realization (e.g. a channel's gains for k symbols)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def subset(self, index: Sequence[int]) -> Realization:
         """The realization of a sub-batch (same per-image streams)."""
