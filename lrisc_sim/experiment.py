@@ -193,8 +193,14 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
     if exp.kind == "visual":
         from lrisc_sim.visual import visual_grid
 
-        return visual_grid(exp, dest)
-    from lrisc_sim.sweep import run_sweep
+        result = visual_grid(exp, dest)
+    else:
+        from lrisc_sim.sweep import run_sweep
 
-    return run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress, quiet=quiet,
-                     title=exp.title, labels=exp.labels)
+        result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
+                           quiet=quiet, title=exp.title, labels=exp.labels)
+    if dest.resolve().parent.name == "results":  # keep results/README.md in step with the tables
+        from lrisc_sim.report import write_report
+
+        write_report(dest.resolve().parent)
+    return result

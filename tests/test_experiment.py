@@ -50,8 +50,10 @@ def tiny(tmp_path):
 
 
 def test_tiny_experiment_end_to_end_and_resume(tiny, tmp_path):
-    out = tmp_path / "res"
+    out = tmp_path / "results" / "tiny"
     run_experiment(tiny, out=out, progress=False, device="cpu", quiet=True)
+    report = (tmp_path / "results" / "README.md").read_text()
+    assert "tiny test" in report and "softcast" in report and "PSNR" in report
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 2 * 2 * 2  # codecs x SNR x images
     assert (out / "summary.csv").is_file() and (out / "vs_snr.png").is_file()
@@ -107,3 +109,14 @@ def test_shipped_experiment_files_validate():
     for f in files:
         exp = load_experiment(f)
         assert exp.out.parts[0] == "results"
+
+
+def test_visual_experiment_grid(tiny, tmp_path):
+    text = tiny.read_text().replace('[grid]\nsnr = "0:10:10"\ncbr = [0.0625]', '[visual]\nimage = "a"\nsnr = [0, 10]\ncbr = "1/16"')
+    f = tmp_path / "vis.toml"
+    f.write_text('kind = "visual"\n' + text)
+    out = tmp_path / "vis"
+    grid = run_experiment(f, out=out, progress=False, device="cpu", quiet=True)
+    assert grid.is_file() and grid.stat().st_size > 1000
+    m = pd.read_csv(out / "metrics.csv")
+    assert len(m) == 4 and set(m["codec"]) == {"softcast", "uncoded"}
