@@ -98,6 +98,9 @@ class Codec(ABC):
     multiple : H and W must be multiples of this; the engine pads (reflect) and crops back.
     snr_aware_encoder : True if ``encode`` uses the SNR (SNR-adaptive or rate-adaptive digital codecs); the
         engine then encodes once per SNR, else once per (batch, CBR) and reuses the symbols at every SNR.
+    Envelope codecs (best of several variants per row, e.g. ``bpg-ldpc``) also define ``variants() -> list[Codec]``
+    and ``decode_all(x, encodeds, transmit) -> (Decoded, Encoded used)``, where ``transmit(enc) -> Received`` sends
+    one variant over the row's realization; the engine encodes every variant and calls ``decode_all``.
     side_charge : how side bits are charged in channel uses (set by the engine from ``--side-charge``); the
         encoder must keep payload + ``side_charge.uses(side_bits, snr)`` within ``budget()``. Under the
         ``capacity`` rule the engine passes the SNR to every encoder.

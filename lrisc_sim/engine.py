@@ -19,7 +19,7 @@ import torch
 
 from channels.base import Channel, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report
+from lrisc_sim.codec import Codec, Encoded, SideInfoCharge, cbr_report
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.results import METRICS, point_key
 
@@ -146,19 +146,24 @@ class Engine:
                 with torch.no_grad():
                     encoded[key] = [s.encode(x, cbr, snr_vec) for s in subs]
             t1 = time.perf_counter()
-            decs: list[Decoded] = []
             t_ch = 0.0
+
+            def transmit(enc: Encoded):
+                nonlocal t_ch
+                c0 = time.perf_counter()
+                rx = equalize(self.channel(enc.symbols, float(snr), realizations[trial]), self.cfg.equalizer)
+                t_ch += time.perf_counter() - c0
+                return rx
+
             with torch.no_grad():
-                for s, enc in zip(subs, encoded[key]):
-                    c0 = time.perf_counter()
-                    out = self.channel(enc.symbols, float(snr), realizations[trial])
-                    rx = equalize(out, self.cfg.equalizer)
-                    t_ch += time.perf_counter() - c0
-                    decs.append(s.decode(rx, enc))
-                if len(subs) > 1:
+                if hasattr(codec, "decode_all"):  # envelope codecs: every variant on the same realization
+                    dec, enc_used = codec.decode_all(x, encoded[key], transmit)
+                elif len(subs) > 1:
+                    decs = [s.decode(transmit(e), e) for s, e in zip(subs, encoded[key])]
                     dec, enc_used = codec.combine(x, decs, encoded[key])
                 else:
-                    dec, enc_used = decs[0], encoded[key][0]
+                    enc_used = encoded[key][0]
+                    dec = codec.decode(transmit(enc_used), enc_used)
             t2 = time.perf_counter()
             y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
             if not torch.isfinite(y).all():

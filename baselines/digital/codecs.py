@@ -1,0 +1,579 @@
+"""Engine-facing codecs of the separation baseline: source coder + 5G LDPC + QAM, and the capacity bound.
+
+Codecs (registry names; ``bpg`` stands for BPG or, when ``bpgenc`` is absent, HEVC-intra through pillow-heif,
+and the coder actually used is recorded per row in ``info['source_coder']``):
+
+* ``bpg-ldpc:MCS`` / ``jpeg2000-ldpc:MCS`` (:class:`LDPCCodec`): one fixed MCS, e.g. ``qpsk-1/2``. For a
+  budget of :math:`k` channel uses the source gets the highest quality whose bytes fit the
+  :math:`k \\log_2(M) R` information bits (minus CRCs and a length header, see
+  :class:`~baselines.digital.link.BlockLayout`). A failed code block, or bytes the source decoder rejects, lose
+  the image: it is replaced by the fallback image (below) and ``ok = False``. Shows the cliff effect.
+* ``bpg-ldpc`` / ``jpeg2000-ldpc`` (:class:`EnvelopeCodec`): the best-MCS envelope. Every MCS of the set is
+  sent over the *same* channel realization and, per image and SNR, the one with the highest PSNR against the
+  source wins (a genie-aided link adaptation); the winner is recorded in ``info['mcs']`` (``none`` if every MCS
+  lost the image).
+* ``bpg-capacity`` / ``jpeg2000-capacity`` (:class:`CapacityCodec`): the separation bound. Budget
+  :math:`\\lfloor k \\log_2(1 + \\mathrm{SNR}) \\rfloor` bits, delivered error-free when the channel supports
+  it: over fading, the image is lost when its instantaneous capacity
+  :math:`\\frac1k \\sum_i \\log_2(1 + |h_i|^2 / N_0)` (averaged over the image's :math:`k` symbols: one
+  outage event per image, per-block outage) is below the rate used :math:`8 \\cdot \\mathrm{bytes} / k`.
+  Its rate follows the average SNR (no channel knowledge at the transmitter), so over AWGN it bounds the
+  envelope image by image, whereas over fading the genie envelope, which in effect picks the MCS knowing the
+  realization, can beat it (over block Rayleigh fading the capacity codec is in outage whenever
+  :math:`|h|^2 \\lesssim 1`). ``bpg-capacity:csit`` codes at :math:`k \\bar C` bits (the
+  transmitter knows the realization) and bounds the envelope on every channel.
+
+When even the lowest quality of the source coder (QP 51 for BPG/HEVC) does not fit a budget, nothing is sent
+and the image is lost at every SNR (``source_bytes`` 0): e.g. at CBR 1/48 a detailed 768 x 512 Kodak image
+needs more than QPSK 1/2 carries.
+
+**Fallback image** for lost images: every pixel equal to the per-channel mean of the 40 training photos of the
+project (``../shared/data/train``, mean over all pixels of all photos, RGB in [0, 1]):
+:data:`FALLBACK_RGB`. It is hard-coded so that the product does not read the training data at run time.
+
+**The envelope protocol** (followed by ``lrisc_sim.engine``; :func:`run_envelope` does the same without it):
+
+1. ``subs = codec.variants()``: fixed-MCS codecs (not SNR-aware: encode once per batch and CBR; set
+   ``original_hw`` and ``side_charge`` on each as on any codec);
+2. ``encs = [s.encode(x, cbr, None) for s in subs]``;
+3. per (SNR, trial): either
+
+   * ``dec, enc_used = codec.decode_all(x, encs, transmit)`` with ``transmit(enc) -> Received`` sending
+     ``enc.symbols`` over the channel with the realization of the batch and equalising (preferred: it skips
+     the LDPC decoding of an MCS for images that an already decoded MCS delivered at a PSNR the skipped one
+     cannot beat, which leaves the envelope unchanged), or
+   * ``decs = [s.decode(transmit(e), e) for s, e in zip(subs, encs)]`` then
+     ``dec, enc_used = codec.combine(x, decs, encs)``;
+
+4. report the CBR with ``enc_used`` (the winning MCS's channel uses) and the columns of
+   ``{**enc_used.info, **dec.info}``.
+
+Side information: none is sent outside the payload (the byte count travels in-band, protected by the code),
+so ``side_bits = 0`` and the payload CBR is the channel uses actually sent over :math:`3HW`
+(:math:`C N / m \\le k`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from baselines.digital.link import BlockLayout, LDPCLink, plan_blocks, unbiased
+from baselines.digital.mcs import MCS, STANDARD_MCS, parse_mcs
+from baselines.digital.source import SourceCoder, make_source_coder, rate_match
+from channels.base import Channel, Received, equalize
+from channels.realization import Realization
+from lrisc_sim.codec import Codec, Decoded, Encoded
+
+#: Per-channel (R, G, B) mean of the 40 training photos (../shared/data/train/wiki001-040.png), computed once
+#: as sum of all pixel values / number of pixels over all photos, in [0, 1]:
+#: np.concatenate([np.asarray(Image.open(f).convert("RGB")).reshape(-1, 3) for f in files]).mean(0) / 255
+FALLBACK_RGB: tuple[float, float, float] = (0.41808925, 0.40288047, 0.39074346)
+
+
+def fallback_images(b: int, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``b x 3 x h x w`` float32 images filled with :data:`FALLBACK_RGB`."""
+    rgb = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=device)
+    return rgb[None, :, None, None].expand(b, 3, h, w).clone()
+
+
+def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
+    """``B x 3 x H x W`` in [0, 1] -> B arrays ``H x W x 3`` uint8 (rounded)."""
+    a = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(v) for v in a]
+
+
+def from_uint8(images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """B arrays ``H x W x 3`` uint8 -> ``B x 3 x H x W`` float32 in [0, 1]."""
+    a = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    return a.to(device)
+
+
+def psnr_uint8(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB, float64, B) of ``y`` against ``x`` after rounding both to uint8 levels."""
+    xa = (x.detach().clamp(0, 1) * 255).round().double()
+    ya = (y.detach().clamp(0, 1) * 255).round().double()
+    mse = ((xa - ya) ** 2).flatten(1).mean(1).clamp(min=1e-10)
+    return (10 * torch.log10(255.0 ** 2 / mse)).cpu()
+
+
+_LINKS: dict[tuple, LDPCLink] = {}
+_MAX_LINKS = 32
+
+
+@dataclass
+class SourceState:
+    """What the transmitter keeps for the receiver's bookkeeping (per image).
+
+    payloads : the source bytes sent (None: nothing fitted the budget, the image is lost at any SNR).
+    recon : ``B x 3 x H x W`` error-free reconstructions (the fallback where nothing fitted); the receiver
+        uses one only when its decoded bytes equal the bytes sent, otherwise it runs the source decoder.
+    """
+
+    payloads: list[bytes | None]
+    recon: torch.Tensor
+    layout: BlockLayout | None = None
+
+
+class SeparationCodec(Codec):
+    """Common part of the digital codecs: a source coder, the fallback image and per-image rate matching."""
+
+    multiple = 1
+
+    def __init__(self, source: SourceCoder, prefix: str, device: str | torch.device = "cpu"):
+        self.source = source
+        self.prefix = prefix
+        self.device = torch.device(device)
+
+    def to(self, device: torch.device | str) -> SeparationCodec:
+        self.device = torch.device(device)
+        return self
+
+    def _source_encode(self, x: torch.Tensor, max_bytes: Sequence[int]) -> tuple[SourceState, dict[str, list]]:
+        b, _, h, w = x.shape
+        hw = self.original_hw or (h, w)
+        images = to_uint8(x)
+        payloads: list[bytes | None] = []
+        recon = fallback_images(b, h, w, x.device)
+        quality, nbytes = [], []
+        for i, (img, mb) in enumerate(zip(images, max_bytes)):
+            fit = rate_match(self.source, img, int(mb))
+            if fit is None:
+                payloads.append(None)
+                quality.append(-1)
+                nbytes.append(0)
+                continue
+            out = self.source.decode(fit.data, img.shape[:2])
+            if out is None:
+                raise RuntimeError(f"{self.source.name} cannot decode its own output (quality {fit.quality})")
+            recon[i] = from_uint8([out], x.device)[0]
+            payloads.append(fit.data)
+            quality.append(fit.quality)
+            nbytes.append(len(fit.data))
+        info = {
+            "source_coder": [self.source.name] * b,
+            "source_quality": quality,
+            "source_bytes": nbytes,
+            "source_bpp": [8.0 * n / (hw[0] * hw[1]) for n in nbytes],
+        }
+        return SourceState(payloads, recon), info
+
+    def _source_decode(self, state: SourceState, received: Sequence[bytes | None], hw: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and ok flags from the received payloads (None: lost)."""
+        b = len(received)
+        images = state.recon.clone()
+        ok = torch.zeros(b, dtype=torch.bool)
+        fb = fallback_images(1, *images.shape[-2:], images.device)[0]
+        for i, data in enumerate(received):
+            if data is None or state.payloads[i] is None:
+                images[i] = fb
+                continue
+            if data == state.payloads[i]:
+                ok[i] = True  # identical bytes: the decoder's output is the error-free reconstruction
+                continue
+            out = self.source.decode(data, tuple(images.shape[-2:]))  # undetected block error: decode anyway
+            if out is None:
+                images[i] = fb
+            else:
+                images[i] = from_uint8([out], images.device)[0]
+                ok[i] = True
+        return images, ok
+
+
+class LDPCCodec(SeparationCodec):
+    """Source coder + 5G LDPC + QAM at one fixed MCS (``bpg-ldpc:qpsk-1/2``).
+
+    :param mcs: the :class:`~baselines.digital.mcs.MCS`.
+    :param source: the :class:`~baselines.digital.source.SourceCoder`.
+    :param prefix: ``"bpg"`` or ``"jpeg2000"`` (names the codec).
+    :param num_iter, decode_batch, early_stop, stop_on_failure, demapping: passed to
+        :class:`~baselines.digital.link.LDPCLink`.
+
+    :input x (encode): [B, 3, H, W] `torch.float32` in [0, 1]; ``cbr`` the target total CBR.
+    :output (encode): :class:`~lrisc_sim.codec.Encoded` with ``symbols`` [B, C N / m] `torch.complex64`,
+        ``length`` = C N / m (0 where no source quality fits), ``side_bits`` 0, ``info`` columns ``mcs``,
+        ``source_coder``, ``source_quality``, ``source_bytes``, ``source_bpp``.
+    :input rx (decode): :class:`~channels.base.Received`; ``active`` [B] bool or None (rows set False are not
+        decoded and come back lost).
+    :output (decode): :class:`~lrisc_sim.codec.Decoded`, ``info['blocks_failed']`` per image: decoded blocks
+        whose CRC failed (>= 1: lost; with ``stop_on_failure`` the blocks after a failed one are not decoded,
+        so this is a lower bound; -1: not decoded).
+
+    .. rubric:: Examples
+
+    >>> from channels.awgn import AWGN
+    >>> codec = make_j2k_ldpc("qpsk-1/2")
+    >>> x = torch.linspace(0, 1, 64 * 64).reshape(1, 1, 64, 64).expand(1, 3, 64, 64)
+    >>> enc = codec.encode(x, 1 / 4)  # k = 3072 channel uses: one code block, at most 379 bytes
+    >>> enc.length.tolist(), enc.info["source_bytes"][0] <= enc.state.layout.max_bytes
+    ([3072], True)
+    >>> rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a"], 0)))
+    >>> bool(codec.decode(rx, enc).ok[0])
+    True
+    """
+
+    def __init__(self, mcs: MCS, source: SourceCoder, prefix: str = "bpg", num_iter: int = 20,
+                 decode_batch: int | None = None, early_stop: bool = True, stop_on_failure: bool = True,
+                 demapping: str = "app", device: str | torch.device = "cpu"):
+        super().__init__(source, prefix, device)
+        self.mcs = mcs
+        self.name = f"{prefix}-ldpc:{mcs.name}"
+        self.link_options = dict(num_iter=num_iter, decode_batch=decode_batch, early_stop=early_stop,
+                                 stop_on_failure=stop_on_failure, demapping=demapping)
+
+    def describe(self) -> str:
+        o = self.link_options
+        return (f"{self.name}: {self.source.describe()} + 5G LDPC (Sionna, {o['num_iter']} BP iterations max, "
+                f"CRC24B per block) + {self.mcs.modulation.upper()}, {o['demapping']} demapping")
+
+    def link(self, layout: BlockLayout) -> LDPCLink:
+        """The (cached, shared by all codecs of the process) link of a layout; building one costs 0.1-1 s."""
+        key = (layout, str(self.device), tuple(sorted(self.link_options.items())))
+        link = _LINKS.pop(key, None) or LDPCLink(layout, device=self.device, **self.link_options)
+        _LINKS[key] = link  # most recently used last
+        while len(_LINKS) > _MAX_LINKS:
+            _LINKS.pop(next(iter(_LINKS)))
+        return link
+
+    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+        b = x.shape[0]
+        k = self.budget(x, cbr)
+        layout = plan_blocks(self.mcs, k)
+        max_bytes = layout.max_bytes if layout is not None else 0
+        state, info = self._source_encode(x, [max_bytes] * b)
+        state.layout = layout
+        info["mcs"] = [self.mcs.name] * b
+        width = layout.uses if layout is not None else 0
+        symbols = torch.zeros(b, width, dtype=torch.complex64, device=x.device)
+        length = torch.zeros(b, dtype=torch.int64, device=x.device)
+        sent = [i for i, p in enumerate(state.payloads) if p is not None]
+        if sent:
+            s = self.link(layout).transmit([state.payloads[i] for i in sent])
+            symbols[sent] = s.to(x.device)
+            length[sent] = layout.uses
+        return Encoded(symbols=symbols, length=length, side_bits=torch.zeros(b, device=x.device), state=state,
+                       info=info)
+
+    def decode(self, rx: Received, enc: Encoded, active: torch.Tensor | None = None) -> Decoded:
+        state: SourceState = enc.state
+        b = enc.symbols.shape[0]
+        hw = tuple(state.recon.shape[-2:])
+        act = torch.tensor([p is not None for p in state.payloads], dtype=torch.bool)
+        if active is not None:
+            act &= active.detach().cpu().bool()
+        received: list[bytes | None] = [None] * b
+        failed = [0] * b
+        if state.layout is not None and bool(act.any()):
+            s, nv = unbiased(rx.s_hat, rx.noise_var, rx.gain)
+            res = self.link(state.layout).receive(s, nv, act)
+            received = res.payloads
+            nf = res.blocks_failed
+            failed = [int(nf[i]) if act[i] else -1 for i in range(b)]
+        images, ok = self._source_decode(state, received, hw)
+        return Decoded(images=images, ok=ok.to(images.device), info={"blocks_failed": failed})
+
+
+class EnvelopeCodec(Codec):
+    """Best-MCS envelope over fixed-MCS :class:`LDPCCodec` variants (genie-aided MCS choice).
+
+    Not a codec on its own: the engine (or :func:`run_envelope`) transmits every variant over the same
+    realization and calls :meth:`decode_all` or :meth:`combine` (protocol in the module docstring).
+
+    :param variants: the fixed-MCS codecs, most robust first (ties in PSNR go to the more robust MCS).
+    :param prune: :meth:`decode_all` skips decoding an MCS for images already delivered at a PSNR that the
+        MCS cannot exceed (its error-free PSNR); the envelope is unchanged.
+    """
+
+    multiple = 1
+
+    def __init__(self, variants: Sequence[LDPCCodec], name: str, prune: bool = True):
+        if not variants:
+            raise ValueError("the envelope needs at least one MCS")
+        self._variants = sorted(variants, key=lambda v: (v.mcs.efficiency, v.mcs.bits_per_symbol))
+        self.name = name
+        self.prune = prune
+
+    def variants(self) -> list[LDPCCodec]:
+        """The fixed-MCS codecs, most robust (lowest spectral efficiency) first."""
+        return list(self._variants)
+
+    def describe(self) -> str:
+        v = self._variants[0]
+        return (f"{self.name}: best-MCS envelope over {', '.join(s.mcs.name for s in self._variants)} "
+                f"(genie choice per image and SNR); " + v.describe().split(": ", 1)[1])
+
+    def to(self, device: torch.device | str) -> EnvelopeCodec:
+        for v in self._variants:
+            v.to(device)
+        return self
+
+    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+        raise TypeError(f"'{self.name}' is a best-MCS envelope: encode each of variants(), send each over the "
+                        "same realization and call decode_all() or combine() (see run_envelope)")
+
+    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+        raise TypeError(f"'{self.name}' is a best-MCS envelope: use decode_all() or combine()")
+
+    def combine(self, x: torch.Tensor, decs: Sequence[Decoded], encs: Sequence[Encoded]) -> tuple[Decoded, Encoded]:
+        """Per image, the variant with the highest PSNR among those that delivered it (``ok``).
+
+        :input x: [B, 3, H, W], the source images (as given to ``encode``).
+        :input decs: one :class:`Decoded` per variant (order of :meth:`variants`).
+        :input encs: one :class:`Encoded` per variant.
+        :output: (:class:`Decoded`, :class:`Encoded`) of the winners: images, ``ok``, ``length`` and info
+            columns of the winning MCS per image; ``info['mcs']`` is ``none`` where every MCS lost the image
+            (the fallback image is shown and the most robust MCS's channel uses are reported).
+        """
+        if len(decs) != len(self._variants) or len(encs) != len(self._variants):
+            raise ValueError("combine needs one Decoded and one Encoded per variant, in the order of variants()")
+        b = x.shape[0]
+        score = torch.full((len(decs), b), -math.inf, dtype=torch.float64)
+        for j, d in enumerate(decs):
+            p = psnr_uint8(x, d.images[..., : x.shape[-2], : x.shape[-1]])
+            score[j] = torch.where(d.ok.cpu(), p, torch.full_like(p, -math.inf))
+        win = []
+        for i in range(b):
+            best, j_best = -math.inf, -1
+            for j in range(len(decs)):
+                if score[j, i] > best:  # strict: ties go to the more robust MCS (earlier in the list)
+                    best, j_best = float(score[j, i]), j
+            win.append(j_best)
+        return self._assemble(win, decs, encs)
+
+    def _assemble(self, win: Sequence[int], decs: Sequence[Decoded], encs: Sequence[Encoded]
+                  ) -> tuple[Decoded, Encoded]:
+        b = len(win)
+        src = [j if j >= 0 else 0 for j in win]
+        images = torch.stack([decs[j].images[i] for i, j in enumerate(src)])
+        ok = torch.tensor([j >= 0 for j in win], dtype=torch.bool, device=images.device)
+        width = max(e.symbols.shape[1] for e in encs)
+        symbols = torch.zeros(b, width, dtype=torch.complex64, device=encs[0].symbols.device)
+        for i, j in enumerate(src):
+            symbols[i, : encs[j].symbols.shape[1]] = encs[j].symbols[i]
+        length = torch.stack([encs[j].length[i] for i, j in enumerate(src)])
+        side = torch.stack([encs[j].side_bits[i] for i, j in enumerate(src)])
+        enc_info = {key: [encs[j].info[key][i] for i, j in enumerate(src)] for key in encs[0].info}
+        enc_info["mcs"] = [self._variants[j].mcs.name if j >= 0 else "none" for j in win]
+        dec_info = {key: [decs[j].info[key][i] for i, j in enumerate(src)] for key in decs[0].info}
+        dec_info["mcs"] = enc_info["mcs"]
+        enc = Encoded(symbols=symbols, length=length, side_bits=side, state=None, info=enc_info)
+        return Decoded(images=images, ok=ok, info=dec_info), enc
+
+    def decode_all(self, x: torch.Tensor, encs: Sequence[Encoded], transmit: Callable[[Encoded], Received]
+                   ) -> tuple[Decoded, Encoded]:
+        """Transmit and decode every variant, most efficient first, then :meth:`combine`.
+
+        With ``prune``, an image is not LDPC-decoded by a variant whose error-free PSNR is below the PSNR
+        already delivered by a more efficient variant (it cannot win); ties are still decoded so that the
+        recorded MCS is the one :meth:`combine` would pick. The channel is still applied to every variant.
+
+        :input x: [B, 3, H, W] source images; ``encs``: the variants' encodings (order of :meth:`variants`).
+        :input transmit: callable ``Encoded -> Received`` (channel with the batch's realization + equaliser).
+        """
+        b = x.shape[0]
+        clean = [psnr_uint8(x, e.state.recon[..., : x.shape[-2], : x.shape[-1]]) for e in encs]
+        decs: list[Decoded | None] = [None] * len(encs)
+        best = torch.full((b,), -math.inf, dtype=torch.float64)
+        for j in reversed(range(len(encs))):
+            rx = transmit(encs[j])
+            active = (clean[j] >= best) if self.prune else torch.ones(b, dtype=torch.bool)
+            d = self._variants[j].decode(rx, encs[j], active=active)
+            decs[j] = d
+            p = psnr_uint8(x, d.images[..., : x.shape[-2], : x.shape[-1]])
+            best = torch.maximum(best, torch.where(d.ok.cpu(), p, torch.full_like(p, -math.inf)))
+        return self.combine(x, decs, encs)
+
+
+class CapacityCodec(SeparationCodec):
+    r"""Source coder at the capacity budget, delivered error-free unless the channel is in outage.
+
+    Default (``bpg-capacity``, no channel knowledge at the transmitter): budget per image
+    :math:`\lfloor k \log_2(1 + \mathrm{SNR}) \rfloor` bits, :math:`k` = the total budget of channel uses.
+    The codec sends :math:`k` placeholder symbols (all 1, unit power) so that the channel draws the image's
+    gains; the decoder declares an outage (image lost, fallback, ``ok = False``) when the instantaneous
+    capacity :math:`\bar C = \frac1k\sum_{i<k}\log_2(1 + |h_i|^2/N_0)` is below the rate used
+    :math:`8 \cdot \text{bytes} / k` (:math:`10^{-6}` tolerance for float rounding). Over AWGN it never is;
+    over Rayleigh block fading it is whenever :math:`|h|^2 \lesssim 1` (probability about :math:`1 - e^{-1}`).
+
+    ``csit=True`` (``bpg-capacity:csit``): the transmitter knows the realization and codes at
+    :math:`\lfloor k \bar C \rfloor` bits, never in outage: an upper bound of the genie-aided best-MCS
+    envelope on every channel (source coding then happens at decode time, per SNR and trial).
+
+    :input x, cbr, snr_db (encode): ``snr_db`` [B] is required (SNR-aware encoder).
+    :output: ``info`` columns ``source_*``, ``capacity`` (:math:`\bar C` at decode), ``rate`` (bits per use).
+    """
+
+    snr_aware_encoder = True
+
+    def __init__(self, source: SourceCoder, prefix: str = "bpg", csit: bool = False,
+                 device: str | torch.device = "cpu"):
+        super().__init__(source, prefix, device)
+        self.csit = bool(csit)
+        self.name = f"{prefix}-capacity" + (":csit" if self.csit else "")
+
+    def describe(self) -> str:
+        if self.csit:
+            return f"{self.name}: {self.source.describe()} at k x instantaneous capacity (transmitter knows h)"
+        return f"{self.name}: {self.source.describe()} at k log2(1+SNR) bits, error-free unless in outage"
+
+    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+        b = x.shape[0]
+        k = self.budget(x, cbr)
+        symbols = torch.ones(b, k, dtype=torch.complex64, device=x.device)
+        length = torch.full((b,), k, dtype=torch.int64, device=x.device)
+        side = torch.zeros(b, device=x.device)
+        if self.csit:
+            return Encoded(symbols=symbols, length=length, side_bits=side, state=x.detach().clone(),
+                           info={"mcs": ["capacity-csit"] * b})
+        if snr_db is None:
+            raise ValueError(f"{self.name} needs the SNR at encode time (snr_aware_encoder)")
+        snr = torch.as_tensor(snr_db, dtype=torch.float64).expand(b).cpu()
+        bits = torch.floor(k * torch.log2(1 + torch.pow(10.0, snr / 10)))
+        state, info = self._source_encode(x, [int(v) // 8 for v in bits.tolist()])
+        info["mcs"] = ["capacity"] * b
+        info["rate"] = [8.0 * n / k if k else 0.0 for n in info["source_bytes"]]
+        return Encoded(symbols=symbols, length=length, side_bits=side, state=state, info=info)
+
+    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+        k = int(enc.length.max()) if enc.length.numel() else 0
+        h2 = (rx.raw.h[:, :k].abs() ** 2).double().cpu()
+        n0 = rx.raw.n0.double().cpu()[:, None]
+        cap = torch.log2(1 + h2 / n0).mean(1) if k else torch.zeros(h2.shape[0], dtype=torch.float64)
+        if self.csit:
+            x = enc.state
+            state, info = self._source_encode(x, [int(math.floor(k * float(c) + 1e-9)) // 8 for c in cap])
+            info["rate"] = [8.0 * n / k if k else 0.0 for n in info["source_bytes"]]
+            received = state.payloads
+        else:
+            state, info = enc.state, {}
+            rate = torch.tensor(enc.info["rate"], dtype=torch.float64)
+            deliver = cap >= rate - 1e-6
+            received = [p if bool(deliver[i]) else None for i, p in enumerate(state.payloads)]
+        images, ok = self._source_decode(state, received, tuple(state.recon.shape[-2:]))
+        return Decoded(images=images, ok=ok.to(images.device), info={**info, "capacity": cap.tolist()})
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def run_envelope(codec: EnvelopeCodec, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel,
+                 realization: Realization, eq: str = "mmse") -> tuple[Decoded, Encoded]:
+    """The whole envelope protocol for one batch at one SNR, without the engine.
+
+    :input codec: an :class:`EnvelopeCodec`; ``x`` [B, 3, H, W] in [0, 1]; ``cbr`` target CBR; ``snr_db``
+        SNR in dB; ``channel`` and ``realization`` (common random numbers of the B images); ``eq`` equaliser.
+    :output: (:class:`Decoded`, :class:`Encoded` of the winners), as the engine would record them.
+    """
+    hw = tuple(x.shape[-2:])
+    subs = codec.variants()
+    for s in subs:
+        s.original_hw = hw
+    encs = [s.encode(x, cbr, None) for s in subs]
+
+    def transmit(enc: Encoded) -> Received:
+        return equalize(channel(enc.symbols, snr_db, realization), eq)
+
+    return codec.decode_all(x, encs, transmit)
+
+
+def run_codec(codec: Codec, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel,
+              realization: Realization, eq: str = "mmse") -> tuple[Decoded, Encoded]:
+    """One batch at one SNR through a fixed-MCS or capacity codec (or an envelope), without the engine."""
+    if isinstance(codec, EnvelopeCodec):
+        return run_envelope(codec, x, cbr, snr_db, channel, realization, eq)
+    codec.original_hw = tuple(x.shape[-2:])
+    snr = torch.full((x.shape[0],), float(snr_db)) if codec.snr_aware_encoder else None
+    enc = codec.encode(x, cbr, snr)
+    return codec.decode(equalize(channel(enc.symbols, snr_db, realization), eq), enc), enc
+
+
+# ---------------------------------------------------------------------------------------------------- factories
+_SOURCE_OPTIONS = ("source", "bpgenc", "bpgdec", "bpg_level", "hevc_preset")
+_LINK_OPTIONS = ("num_iter", "decode_batch", "early_stop", "stop_on_failure", "demapping")
+
+
+def _check_options(options: dict, allowed: Sequence[str], what: str) -> None:
+    bad = sorted(set(options) - set(allowed) - {"device"})
+    if bad:
+        raise TypeError(f"unknown option(s) {', '.join(bad)} for {what}: accepted {', '.join(sorted(allowed))}")
+
+
+def _source(kind: str, options: dict) -> SourceCoder:
+    opts = {k: options[k] for k in _SOURCE_OPTIONS[1:] if k in options}
+    return make_source_coder(options.get("source", kind), **opts)
+
+
+def _parse_mcs_list(text: str | Sequence[str] | None) -> list[MCS]:
+    if text is None:
+        return list(STANDARD_MCS)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [parse_mcs(t) for t in items if str(t).strip()]
+
+
+def _ldpc_factory(prefix: str, default_source: str, arg: str | None, options: dict) -> Codec:
+    _check_options(options, _SOURCE_OPTIONS + _LINK_OPTIONS + ("prune", "mcs"), f"{prefix}-ldpc")
+    source = _source(default_source, options)
+    link = {k: options[k] for k in _LINK_OPTIONS if k in options}
+    device = options.get("device", "cpu")
+    if arg:
+        return LDPCCodec(parse_mcs(arg), source, prefix, device=device, **link)
+    variants = [LDPCCodec(m, source, prefix, device=device, **link) for m in _parse_mcs_list(options.get("mcs"))]
+    return EnvelopeCodec(variants, f"{prefix}-ldpc", prune=bool(options.get("prune", True)))
+
+
+def _capacity_factory(prefix: str, default_source: str, arg: str | None, options: dict) -> Codec:
+    if arg not in (None, "", "csit"):
+        raise ValueError(f"bad codec '{prefix}-capacity:{arg}': use {prefix}-capacity or {prefix}-capacity:csit")
+    _check_options(options, _SOURCE_OPTIONS, f"{prefix}-capacity")
+    return CapacityCodec(_source(default_source, options), prefix, csit=arg == "csit",
+                         device=options.get("device", "cpu"))
+
+
+def make_bpg_ldpc(arg: str | None = None, **options) -> Codec:
+    """``bpg-ldpc`` (best-MCS envelope) or ``bpg-ldpc:MCS`` (one MCS, e.g. ``16qam-1/2``).
+
+    Options: ``source`` (``auto``: bpgenc if found, else HEVC-intra via pillow-heif; ``bpg``; ``hevc``),
+    ``bpgenc``/``bpgdec`` paths, ``bpg_level`` (bpgenc ``-m``), ``hevc_preset`` (x265 preset, default slow),
+    ``num_iter`` (20), ``decode_batch`` (None: about 64 k coded bits per call), ``early_stop`` (True),
+    ``stop_on_failure`` (True), ``demapping`` (``app``), ``prune`` (True)
+    and ``mcs`` (comma list for the envelope; default the standard six), ``device``.
+    """
+    return _ldpc_factory("bpg", "auto", arg, options)
+
+
+def make_bpg_capacity(arg: str | None = None, **options) -> Codec:
+    """``bpg-capacity``: BPG (or HEVC-intra) at k log2(1+SNR) bits, error-free unless in outage;
+    ``bpg-capacity:csit``: at k times the instantaneous capacity (transmitter knows the channel)."""
+    return _capacity_factory("bpg", "auto", arg, options)
+
+
+def make_j2k_ldpc(arg: str | None = None, **options) -> Codec:
+    """``jpeg2000-ldpc`` (envelope) or ``jpeg2000-ldpc:MCS``; options as :func:`make_bpg_ldpc`."""
+    return _ldpc_factory("jpeg2000", "jpeg2000", arg, options)
+
+
+def make_j2k_capacity(arg: str | None = None, **options) -> Codec:
+    """``jpeg2000-capacity`` / ``jpeg2000-capacity:csit``: JPEG2000 at the capacity budget."""
+    return _capacity_factory("jpeg2000", "jpeg2000", arg, options)
+
+
+def availability(name: str) -> str:
+    """'ok' or why codec ``name`` cannot run here (cheap: imports nothing heavy)."""
+    need_ldpc = name.endswith("-ldpc")
+    if need_ldpc and importlib.util.find_spec("sionna") is None:
+        return "needs sionna-no-rt (pip install sionna-no-rt)"
+    if name.startswith("jpeg2000"):
+        from PIL import features
+
+        return "ok" if features.check("jpg_2000") else "Pillow was built without OpenJPEG (JPEG2000)"
+    if name.startswith("bpg"):
+        import shutil
+
+        if shutil.which("bpgenc") or importlib.util.find_spec("pillow_heif") is not None:
+            return "ok"
+        return "needs bpgenc/bpgdec on PATH or pillow-heif (pip install pillow-heif) for HEVC-intra"
+    return "ok"
