@@ -8,6 +8,7 @@ import os
 import sys
 
 MAIN_EXAMPLE = "lrisc-sim sweep --snr 0:15:5 --cbr 1/48"
+DEFAULT_CODECS = "lrisc,deepjscc,bpg-ldpc,softcast"  # the paper's comparison, with the shipped checkpoints
 
 TRAINERS = {
     "deepjscc": ("baselines.deepjscc_train", "DeepJSCC for one CBR (and a training SNR or SNR range)"),
@@ -42,9 +43,9 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--snr", default="0:15:5", help="SNR grid in dB (Es/N0): '0:15:5' (inclusive), '0,3,7', '10' "
                                                    "(default 0:15:5)")
     s.add_argument("--cbr", default="1/48", help="CBR(s) k/(3HW): '1/48', '0.02', '1/64,1/16' (default 1/48)")
-    s.add_argument("--codec", default="softcast,uncoded",
-                   help="comma-separated codec specs, e.g. 'lrisc,deepjscc,bpg-ldpc,bpg-ldpc:qpsk-1/2' "
-                        "(default softcast,uncoded; 'lrisc-sim codecs' lists them)")
+    s.add_argument("--codec", default=DEFAULT_CODECS,
+                   help="comma-separated codec specs, e.g. 'lrisc,deepjscc,bpg-ldpc:qpsk-1/2,uncoded' "
+                        f"(default {DEFAULT_CODECS}; 'lrisc-sim codecs' lists them)")
     s.add_argument("--channel", default="awgn", help="channel spec: awgn, rayleigh, rayleigh-block:L=64, "
                                                       "rayleigh-fast, rician:K=4, tdl-a ... (default awgn)")
     s.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"], help="receiver equaliser (default mmse)")

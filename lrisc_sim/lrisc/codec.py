@@ -1,0 +1,280 @@
+"""LRISC as an engine ``Codec``, the registry factory ``make_lrisc``, and ``transmit`` for Fig. 6.
+
+CBR accounting (DESIGN.md section 3): for a target CBR the encoder picks beta per image by bisection
+(``jscc.rate_control``) so that
+
+    payload uses sum_i v_{q_i}  +  side uses  <=  floor(CBR * 3 H W)     (H x W: the original, unpadded size)
+
+where the side uses are the rate indices q (the only side information: beta stays at the transmitter), coded
+by ``RateIndexCoding`` (default ``auto``: 1 flag bit + the cheaper of n bits per token and an enumerative code)
+and charged by the codec's ``side_charge`` (default 1 bit per complex channel use, error-free). Payload and
+side CBR are reported separately by the engine (``Encoded.length`` and ``Encoded.side_bits``).
+
+Tokens of the reflect-padded border (when H or W is not a multiple of ``multiple``) are coded like the others
+and cost channel uses from the same budget.
+
+Decoding is deterministic: the diffusion sampler's x_N is drawn from a generator seeded by a hash of the
+image's 8-bit pixels and the codec's ``seed`` (kept in ``Encoded.state``), independent of the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from channels.base import Received
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge
+from lrisc_sim.lrisc.jscc import RateIndexCoding, rate_control, token_snr
+from lrisc_sim.lrisc.model import LRISC
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "lrisc"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "lrisc_small.safetensors"
+DEFAULT_ENCODER_SNR = 10.0  # SNR given to f_e's SNR module when the engine passes none
+
+
+class LRISCError(ValueError):
+    """A configuration problem of the LRISC codec (missing checkpoint, ...), with the fix in the message."""
+
+
+def image_seed(x: torch.Tensor, seed: int = 0) -> int:
+    """A 63-bit seed from the 8-bit pixels of one image ``3 x H x W`` in [0, 1] and a global ``seed``."""
+    arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    h = hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=8, key=str(int(seed)).encode())
+    return int.from_bytes(h.digest(), "little") & (2**63 - 1)
+
+
+class LRISCCodec(Codec):
+    """The paper's codec (Fig. 1) behind the engine interface.
+
+    Parameters
+    ----------
+    model : a trained ``LRISC``.
+    steps : denoising steps of g_d (default: the model's ``diffusion.steps``).
+    sampler : ``ddim`` (eq. 8) or ``dpm`` (DPM-Solver++ 2M).
+    seed : global seed mixed into the per-image sampler seeds.
+    coding : rate-index coding (``auto``, ``fixed``, ``enumerative``).
+    checkpoint : path shown by ``describe``.
+
+    encode: ``B x 3 x H x W`` (H, W multiples of ``multiple``), target CBR, SNR (B, dB) -> ``Encoded`` with
+    ``B x k_max`` complex64 symbols (unit mean power over the first length[b]), length (payload uses) and
+    side_bits (rate indices); ``state`` keeps q, the latent grid, the seeds and the latents (for Fig. 6).
+    decode: equalised symbols (made unbiased: s_hat / gain), per-token SNR_i from the effective noise variance
+    -> f_d -> z_hat -> g_d sampling -> ``B x 3 x H x W`` in [0, 1].
+    """
+
+    name = "lrisc"
+    snr_aware_encoder = True
+
+    def __init__(self, model: LRISC, steps: int | None = None, sampler: str | None = None, seed: int = 0,
+                 coding: str = "auto", checkpoint: str | Path | None = None,
+                 side_charge: SideInfoCharge | None = None):
+        self.model = model.eval()
+        self.steps = int(steps) if steps else model.cfg.diffusion.steps
+        self.sampler = sampler or model.cfg.diffusion.sampler
+        self.seed = int(seed)
+        self.coding = RateIndexCoding(coding)
+        self.checkpoint = checkpoint
+        self.multiple = model.cfg.multiple
+        self.side_charge = side_charge or SideInfoCharge()
+        self.device = next(model.parameters()).device
+
+    def to(self, device: torch.device | str) -> LRISCCodec:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def describe(self) -> str:
+        ck = self.checkpoint or "in-memory model"
+        return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps; rate indices "
+                f"{self.coding.mode}-coded; {self.side_charge.describe()})")
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+        m = self.model
+        x = x.to(self.device)
+        b = x.shape[0]
+        lat = m.latent(x, "round")
+        budget = self.budget(x, cbr)
+        snr = (torch.full((b,), DEFAULT_ENCODER_SNR, device=self.device) if snr_db is None
+               else torch.as_tensor(snr_db, dtype=torch.float32, device=self.device).expand(b))
+        rd = rate_control(lat.token_bits(), budget, m.f_e.quantizer, self.side_charge, self.coding,
+                          snr if snr_db is not None else None)
+        s, length = m.f_e(lat.z_tilde, rd.q, snr)
+        seeds = [image_seed(x[i], self.seed) for i in range(b)]
+        state = {"q": rd.q, "grid": tuple(lat.z.shape[-2:]), "seeds": seeds, "z": lat.z, "z_tilde": lat.z_tilde,
+                 "entropy_bits": lat.token_bits()}
+        info = {"beta": [float(v) for v in rd.beta], "side_coding": [self.coding.mode] * b,
+                "mean_level": [float(v) for v in m.f_e.quantizer.lengths(rd.q).float().mean(1)]}
+        return Encoded(symbols=s, length=length.cpu(), side_bits=rd.side_bits.float().cpu(), state=state,
+                       info=info)
+
+    @torch.no_grad()
+    def latent_hat(self, rx: Received, enc: Encoded) -> torch.Tensor:
+        """f_d: the received latent z_hat ``B x C x h x w`` (the "transmitted latent feature" of Fig. 6)."""
+        m = self.model
+        st = enc.state
+        k = enc.symbols.shape[1]
+        gain = rx.gain[:, :k].to(self.device).clamp(min=1e-12)
+        s_hat = rx.s_hat[:, :k].to(self.device) / gain
+        nvar = rx.noise_var[:, :k].to(self.device) / gain**2
+        snr_i = token_snr(nvar, st["q"], m.f_d.quantizer)
+        return m.f_d(s_hat, st["q"], st["grid"], snr_i)
+
+    @torch.no_grad()
+    def visualize(self, x: torch.Tensor, enc: Encoded, rx: Received) -> dict[str, torch.Tensor]:
+        """Fig. 6 maps of the first image, each ``3 x H x W`` in [0, 1] at the original size: ``latent`` (z),
+        ``received_latent`` (z_hat, drawn with z's projection and range) and ``rate_map`` (v_{q_i} / v_max)."""
+        z_hat = self.latent_hat(rx, enc)
+        hp, wp = x.shape[-2:]
+        h0, w0 = self.original_hw or (hp, wp)
+        z = enc.state["z"][0]
+        q = enc.state["q"][0]
+        levels = self.model.f_e.quantizer.lengths(q).float().reshape(enc.state["grid"])
+        rate = (levels / self.model.f_e.quantizer.levels[-1])[None].expand(3, -1, -1)
+        rate = torch.nn.functional.interpolate(rate[None], size=(hp, wp), mode="nearest")[0]
+        return {"latent": latent_rgb(z, z, (hp, wp))[:, :h0, :w0],
+                "received_latent": latent_rgb(z_hat[0], z, (hp, wp))[:, :h0, :w0],
+                "rate_map": rate[:, :h0, :w0]}
+
+    @torch.no_grad()
+    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+        z_hat = self.latent_hat(rx, enc)
+        images = self.model.reconstruct(z_hat, enc.state["seeds"], self.steps, self.sampler)
+        b = images.shape[0]
+        return Decoded(images=images.clamp(0, 1), ok=torch.ones(b, dtype=torch.bool))
+
+
+def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
+    """Registry factory. ``arg``: a checkpoint path (``lrisc:PATH``) or None (the shipped small model).
+
+    Options: ``device``, ``checkpoint`` (path), ``steps`` (denoising steps), ``sampler`` (``ddim``/``dpm``),
+    ``seed``, ``coding`` (rate-index coding).
+    """
+    path = Path(arg or options.get("checkpoint") or DEFAULT_CHECKPOINT)
+    if not path.is_file():
+        if path == DEFAULT_CHECKPOINT:
+            raise LRISCError(f"no shipped LRISC checkpoint ({path}): train one with `lrisc-sim train lrisc --stage 1` "
+                             "(then --stage 2, --stage 3) or pass checkpoint=PATH")
+        raise LRISCError(f"LRISC checkpoint {path} not found")
+    device = options.get("device") or "cpu"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = LRISC.load(path, device)
+    return LRISCCodec(model, steps=options.get("steps"), sampler=options.get("sampler"),
+                      seed=int(options.get("seed", 0)), coding=options.get("coding", "auto"), checkpoint=path)
+
+
+def availability(name: str) -> str:
+    """'ok' when the shipped checkpoint exists, else how to get one."""
+    if DEFAULT_CHECKPOINT.is_file():
+        return "ok"
+    return "no shipped checkpoint yet: `lrisc-sim train lrisc --stage 1|2|3`, or checkpoint=PATH"
+
+
+# ---------------------------------------------------------------------- Fig. 6 helper
+
+@dataclass
+class Transmission:
+    """One image through LRISC at one SNR, with the maps of Fig. 6.
+
+    image, output : ``3 x H x W`` in [0, 1] (source and reconstruction, original size).
+    z, z_hat : ``C x h x w`` latent feature and received latent feature (f_d output).
+    rate_levels : ``h x w`` channel uses v_{q_i} of each token; entropy_bits : ``h x w`` -log2 p(z_i|y).
+    cbr_payload, cbr_side, beta, snr_db : scalars.
+    """
+
+    image: torch.Tensor
+    output: torch.Tensor
+    z: torch.Tensor
+    z_hat: torch.Tensor
+    rate_levels: torch.Tensor
+    entropy_bits: torch.Tensor
+    cbr_payload: float
+    cbr_side: float
+    beta: float
+    snr_db: float
+
+
+@torch.no_grad()
+def transmit(codec: LRISCCodec, image: torch.Tensor, snr_db: float, cbr: float = 1 / 48, channel=None,
+             seed: int = 0, image_id: str = "image", equalizer: str = "mmse") -> Transmission:
+    """Send one image ``3 x H x W`` in [0, 1] through ``codec`` over ``channel`` (default AWGN) at ``snr_db``."""
+    from channels.awgn import AWGN
+    from channels.base import equalize
+    from channels.realization import Realization
+    from lrisc_sim.data import pad_to_multiple
+
+    channel = channel or AWGN()
+    h0, w0 = image.shape[-2:]
+    x = pad_to_multiple(image[None].to(codec.device), codec.multiple)
+    codec.original_hw = (h0, w0)
+    snr = torch.tensor([float(snr_db)], device=codec.device)
+    enc = codec.encode(x, cbr, snr)
+    out = channel(enc.symbols, float(snr_db), Realization(seed, [image_id], 0, codec.device))
+    rx = equalize(out, equalizer)
+    z_hat = codec.latent_hat(rx, enc)
+    y = codec.model.reconstruct(z_hat, enc.state["seeds"], codec.steps, codec.sampler)[0, :, :h0, :w0]
+    n = 3 * h0 * w0
+    side = float(codec.side_charge.uses(enc.side_bits, snr_db)[0]) / n
+    grid = enc.state["grid"]
+    q = enc.state["q"][0]
+    return Transmission(image=image.cpu(), output=y.clamp(0, 1).cpu(), z=enc.state["z"][0].cpu(),
+                        z_hat=z_hat[0].cpu(),
+                        rate_levels=codec.model.f_e.quantizer.lengths(q).reshape(grid).cpu(),
+                        entropy_bits=enc.state["entropy_bits"][0].reshape(grid).cpu(),
+                        cbr_payload=float(enc.length[0]) / n, cbr_side=side, beta=enc.info["beta"][0],
+                        snr_db=float(snr_db))
+
+
+def latent_rgb(z: torch.Tensor, reference: torch.Tensor | None = None, size: tuple[int, int] | None = None
+               ) -> torch.Tensor:
+    """Visualise a latent ``C x h x w`` as RGB ``3 x h x w`` (or ``size``) in [0, 1]: projection on the three
+    principal components of ``reference`` (default z itself), scaled by the reference's 1st/99th percentiles,
+    so z and z_hat drawn with the same reference are comparable (Fig. 6 rows 2-3)."""
+    ref = (reference if reference is not None else z).float()
+    c = ref.shape[0]
+    r = ref.reshape(c, -1)
+    mean = r.mean(1, keepdim=True)
+    u, _, _ = torch.linalg.svd(r - mean, full_matrices=False)
+    basis = u[:, :3]
+    if basis.shape[1] < 3:
+        basis = torch.nn.functional.pad(basis, (0, 3 - basis.shape[1]))
+    proj_ref = basis.T @ (r - mean)
+    lo = torch.quantile(proj_ref, 0.01, dim=1, keepdim=True)
+    hi = torch.quantile(proj_ref, 0.99, dim=1, keepdim=True)
+    p = basis.T @ (z.float().reshape(c, -1) - mean)
+    img = ((p - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1).reshape(3, *z.shape[-2:])
+    if size is not None:
+        img = torch.nn.functional.interpolate(img[None], size=size, mode="nearest")[0]
+    return img
+
+
+def save_transmission(t: Transmission, out_dir: str | Path, stem: str = "image") -> list[Path]:
+    """Write ``STEM_snrS_{source,latent,received_latent,output,rate}.png`` and ``STEM_snrS_maps.npz``."""
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{stem}_snr{t.snr_db:g}"
+    hw = tuple(t.image.shape[-2:])
+
+    def png(a: torch.Tensor, name: str) -> Path:
+        p = out / f"{tag}_{name}.png"
+        arr = (a.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(arr).save(p)
+        return p
+
+    levels = t.rate_levels.float()
+    rate = (levels / levels.max().clamp(min=1))[None].expand(3, -1, -1)
+    paths = [png(t.image, "source"), png(latent_rgb(t.z, t.z, hw), "latent"),
+             png(latent_rgb(t.z_hat, t.z, hw), "received_latent"), png(t.output, "output"),
+             png(torch.nn.functional.interpolate(rate[None], size=hw, mode="nearest")[0], "rate")]
+    npz = out / f"{tag}_maps.npz"
+    np.savez_compressed(npz, z=t.z.numpy(), z_hat=t.z_hat.numpy(), rate_levels=t.rate_levels.numpy(),
+                        entropy_bits=t.entropy_bits.numpy(), cbr_payload=t.cbr_payload, cbr_side=t.cbr_side,
+                        beta=t.beta, snr_db=t.snr_db)
+    return paths + [npz]

@@ -1,0 +1,542 @@
+"""Three-stage training of LRISC (paper Algorithm 1): ``lrisc-sim train lrisc --stage 1|2|3 --data DIR``.
+
+Stage 1 trains g_e, g_d, h_e, h_d (and the factorized prior) without the channel: z~ = g_e(x) + U(-1/2, 1/2),
+loss (1 - eta) d(x0, x_bar0) + eta d_p(x0, x_bar0) + lambda R (Algorithm 1 line 8). Against the known collapse
+of x0-prediction to grey images, a warm-up (``warmup_steps``) adds an auxiliary direct decoder of the context
+maps, ||aux(z~) - x0||^2, whose weight decays from ``aux_weight`` to a tenth of it, and draws half of the
+steps from the noisier half of the schedule, so that the U-Net learns to use z~ early.
+
+Stage 2 loads and freezes stage 1 and trains f_e, f_d through a complex AWGN channel with eq. (11) on x_hat0
+(the x_bar0 and rate terms do not depend on f): first ``stage2_fixed_fraction`` of the steps at SNR 10 dB with
+the SNR modules off, then a uniform random SNR per image with them on. Our addition: ``latent_weight``
+||z_hat - z~||^2 / ||z~||^2 (normalised latent MSE), which makes f_e/f_d converge in the short CPU budget. Stage 3 fine-tunes everything with
+eq. (11) (x_hat0 and x_bar0 terms, rate, latent term) at a lower learning rate.
+
+In stages 2 and 3, each image gets a random target CBR (log-uniform over ``cbr_range``) and its rate indices
+come from the same rate control as at inference, so one model serves every CBR.
+
+Every stage is resumable (state in ``OUT/stageS/state.pt``, saved every few minutes and at validations):
+re-running the same command continues. The result is ``OUT/stageS/lrisc_PRESET_stageS.safetensors`` plus a
+JSON model card; ``--ship`` also copies it to the package's checkpoint folder (the codec's default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrisc_sim.lrisc.config import TrainConfig, preset, train_preset
+from lrisc_sim.lrisc.jscc import RateControlError, rate_control
+from lrisc_sim.lrisc.losses import LossOutput, Perceptual, psnr_01, rdp_loss
+from lrisc_sim.lrisc.model import LRISC
+
+STAGE_NAMES = {1: "g_e, g_d, h_e, h_d without channel", 2: "f_e, f_d with AWGN channel", 3: "end-to-end fine-tuning"}
+
+
+@dataclass
+class RunConfig:
+    """A training run (filled by the CLI)."""
+
+    stage: int = 1
+    preset: str = "small"
+    data: str = ""
+    val: str = "4"  # a folder, or N: hold out the last N images of ``data``
+    out: str = "runs/lrisc"
+    init: str | None = None
+    resume: bool = True
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0
+    val_every: int = 500
+    val_crop: int = 128
+    val_steps: int | None = None
+    save_minutes: float = 5.0
+    max_minutes: float | None = None
+    perceptual: bool = True
+    ship: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def steps(self) -> int:
+        return self.train.steps[self.stage - 1]
+
+    def stage_dir(self, stage: int | None = None) -> Path:
+        return Path(self.out) / f"stage{stage or self.stage}"
+
+    def weights_path(self, stage: int | None = None) -> Path:
+        s = stage or self.stage
+        return self.stage_dir(s) / f"lrisc_{self.preset}_stage{s}.safetensors"
+
+
+# ---------------------------------------------------------------- helpers
+
+def git_commit() -> dict:
+    """The commit of the working tree and whether tracked files have changes (read-only git calls)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # the model code itself not yet committed (untracked files of this package) counts as a change too
+        dirty += subprocess.run(["git", "status", "--porcelain", "--", str(Path(__file__).resolve().parent)],
+                                cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": head or None, "uncommitted_changes": bool(dirty)}
+
+
+def load_perceptual(device: torch.device, enabled: bool = True, log=print) -> Perceptual | None:
+    """d_p: LPIPS from the project's metric module (None, with a message, if disabled or unavailable)."""
+    if not enabled:
+        return None
+    try:
+        from lrisc_sim.lpips import get_lpips
+
+        return get_lpips(device)
+    except Exception as e:  # noqa: BLE001 (weights missing, module absent): train without d_p, say so
+        log(f"warning: LPIPS unavailable ({e}); training without the perceptual term d_p")
+        return None
+
+
+def set_trainable(model: LRISC, stage: int) -> list[torch.nn.Parameter]:
+    """Freeze everything except the modules of ``stage``; return their parameters."""
+    model.requires_grad_(False)
+    params = []
+    for m in model.stage_modules(stage):
+        m.requires_grad_(True)
+        params += list(m.parameters())
+    return params
+
+
+def random_cbr(b: int, lo: float, hi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """B target CBRs, log-uniform over [lo, hi]."""
+    u = torch.rand(b, generator=generator, dtype=torch.float64)
+    return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+
+
+def train_rate_indices(model: LRISC, token_bits: torch.Tensor, hw: tuple[int, int], tc: TrainConfig,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rate indices q (``B x L``) for random target CBRs, from the inference rate control (no gradient)."""
+    b = token_bits.shape[0]
+    cbr = random_cbr(b, *tc.cbr_range, generator=generator)
+    budget = torch.floor(cbr * 3 * hw[0] * hw[1]).to(token_bits.device)
+    try:
+        return rate_control(token_bits, budget, model.f_e.quantizer).q
+    except RateControlError:
+        return torch.zeros_like(token_bits, dtype=torch.long)
+
+
+def stage_snr(stage: int, step: int, tc: TrainConfig, b: int, device: torch.device,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
+    """Training SNR (B, dB) and whether the SNR modules are on at this step of this stage."""
+    if stage == 2 and step < int(tc.stage2_fixed_fraction * tc.steps[1]):
+        return torch.full((b,), tc.fixed_snr, device=device), False
+    lo, hi = tc.snr_range
+    return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(device), True
+
+
+def warmup_factor(step: int, tc: TrainConfig) -> float:
+    """1 at step 0, linearly down to 0 at ``warmup_steps`` (0 without warm-up)."""
+    if tc.warmup_steps <= 0:
+        return 0.0
+    return max(0.0, 1.0 - step / tc.warmup_steps)
+
+
+def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainConfig,
+               perceptual: Perceptual | None, generator: torch.Generator | None = None) -> LossOutput:
+    """The loss of one training step of ``stage`` on a batch x (``B x 3 x H x W`` in [0, 1])."""
+    b = x.shape[0]
+    diff = model.diffusion
+    if stage == 1:
+        lat = model.latent(x, "noise")
+        w = warmup_factor(step, tc)
+        index = diff.sample_timesteps(b, x.device, high_fraction=0.5 * w, generator=generator)
+        ctx = model.g_d.context(lat.z_tilde)
+        xn = diff.add_noise(2 * x - 1, torch.randn(x.shape, generator=generator).to(x.device), index)
+        x_bar = model.g_d(xn, diff.time_input(index), context=ctx)
+        aux_w = tc.aux_weight * (0.1 + 0.9 * w)
+        extra = {"aux": aux_w * (model.g_d.context_net.aux(ctx) - (2 * x - 1)).pow(2).mean()} if aux_w > 0 else {}
+        return rdp_loss(x, [(x_bar, index)], lat.rate_bits(), diff, perceptual, tc.eta, tc.lam, extra)
+
+    snr, sm_on = stage_snr(stage, step, tc, b, x.device, generator)
+    model.set_snr_modules(sm_on)
+    if stage == 2:
+        with torch.no_grad():
+            lat = model.latent(x, "noise")
+    else:
+        lat = model.latent(x, "noise")
+    q = train_rate_indices(model, lat.token_bits().detach(), tuple(x.shape[-2:]), tc, generator)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)
+    z_hat, _, _ = model.jscc_awgn(lat.z_tilde, q, snr, generator)
+    index = diff.sample_timesteps(b, x.device, generator=generator)
+    xn = diff.add_noise(2 * x - 1, noise, index)
+    t = diff.time_input(index)
+    estimates = [(model.g_d(xn, t, z_hat), index)]
+    if stage == 3:
+        estimates.append((model.g_d(xn, t, lat.z_tilde), index))
+    target = lat.z_tilde.detach()
+    nmse = (z_hat - target).pow(2).mean() / target.pow(2).mean().clamp(min=1e-6)
+    extra = {"latent": tc.latent_weight * nmse}
+    rate = lat.rate_bits() if stage == 3 else None
+    return rdp_loss(x, estimates, rate, diff, perceptual, tc.eta, tc.lam, extra)
+
+
+def lr_at(step: int, total: int, base: float, warm: int = 100) -> float:
+    """Linear warm-up over ``warm`` steps, then cosine decay to a tenth of ``base``."""
+    if step < warm:
+        return base * (step + 1) / warm
+    t = min((step - warm) / max(total - warm, 1), 1.0)
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+
+# ---------------------------------------------------------------- data and validation
+
+def split_data(cfg: RunConfig):
+    """Training crops and validation images (``list[(id, 3 x S x S)]``, centre crops of ``val_crop``)."""
+    from lrisc_sim.data import RandomCrops, image_paths, load_image
+
+    crops = RandomCrops(cfg.data, cfg.train.crop, seed=cfg.seed)
+    paths = image_paths(cfg.data)
+    if cfg.val.isdigit():
+        n = int(cfg.val)
+        if n >= len(paths):
+            raise ValueError(f"--val {n}: the data folder has only {len(paths)} images; hold out fewer")
+        val_paths = paths[len(paths) - n:] if n else []
+        crops.images = crops.images[: len(paths) - n]
+    else:
+        val_paths = image_paths(cfg.val)
+    val = []
+    for p in val_paths:
+        im = load_image(p)
+        h, w = im.shape[-2:]
+        s = min(h, w, cfg.val_crop) // 16 * 16
+        i, j = (h - s) // 2, (w - s) // 2
+        val.append((p.stem, im[:, i: i + s, j: j + s]))
+    return crops, val, [p.name for p in val_paths]
+
+
+@torch.no_grad()
+def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptual: Perceptual | None,
+             steps: int | None = None, snr_db: float = 10.0, cbr: float = 1 / 48) -> dict:
+    """Mean PSNR / LPIPS of full sampling on the validation crops: stage 1 without channel (z~ = round(z)),
+    stages 2-3 through the codec at ``snr_db`` AWGN and ``cbr``; ``std_ratio`` (output / source pixel std)
+    flags the grey-image collapse when it falls towards 0."""
+    from channels.awgn import AWGN
+    from channels.base import equalize
+    from channels.realization import Realization
+    from lrisc_sim.lrisc.codec import LRISCCodec
+
+    if not val:
+        return {}
+    was_training = model.training
+    model.eval()
+    psnrs, lps, ratios, cbrs = [], [], [], []
+    codec = LRISCCodec(model, steps=steps)
+    for vid, im in val:
+        x = im[None].to(device)
+        if stage == 1:
+            lat = model.latent(x, "round")
+            y = model.reconstruct(lat.z_tilde, [0], steps)
+        else:
+            model.set_snr_modules(True)
+            codec.original_hw = tuple(x.shape[-2:])
+            enc = codec.encode(x, cbr, torch.tensor([snr_db], device=device))
+            rx = equalize(AWGN()(enc.symbols, snr_db, Realization(0, [vid], 0, device)))
+            y = codec.decode(rx, enc).images
+            cbrs.append(float(enc.length[0] + codec.side_charge.uses(enc.side_bits)[0]) / (3 * x.shape[-2] * x.shape[-1]))
+        y = torch.round(y.clamp(0, 1) * 255) / 255
+        psnrs.append(float(psnr_01(x, y)[0]))
+        if perceptual is not None:
+            lps.append(float(perceptual(x, y)[0]))
+        ratios.append(float(y.std() / x.std().clamp(min=1e-6)))
+    model.train(was_training)
+    out = {"psnr": round(float(np.mean(psnrs)), 3), "std_ratio": round(float(np.mean(ratios)), 3)}
+    if lps:
+        out["lpips"] = round(float(np.mean(lps)), 4)
+    if cbrs:
+        out.update({"snr_db": snr_db, "cbr_target": cbr, "cbr_total": round(float(np.mean(cbrs)), 5)})
+    return out
+
+
+# ---------------------------------------------------------------- training loop
+
+def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
+    """A fresh model (stage 1) or the previous stage's weights (``--init``, default OUT/stage{S-1})."""
+    if cfg.stage == 1 and not cfg.init:
+        return LRISC(preset(cfg.preset)).to(device)
+    init = Path(cfg.init) if cfg.init else cfg.weights_path(cfg.stage - 1)
+    if not init.is_file():
+        raise ValueError(f"stage {cfg.stage} starts from {init}, which does not exist: finish stage "
+                         f"{cfg.stage - 1} first or pass --init PATH")
+    log(f"initialising from {init}")
+    model = LRISC.load(init, device)
+    if model.cfg.preset != cfg.preset:
+        log(f"note: {init} is preset '{model.cfg.preset}'; continuing with its architecture")
+        cfg.preset = model.cfg.preset
+    return model.train()
+
+
+def train(cfg: RunConfig, log=print) -> dict:
+    """Run (or continue) one stage; return its model card (also written beside the weights)."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed + 7919 * cfg.stage)
+    model = build_model(cfg, device, log)
+    tc = cfg.train
+    if tc.crop % model.cfg.multiple:
+        raise ValueError(f"--crop {tc.crop} must be a multiple of {model.cfg.multiple}")
+    params = set_trainable(model, cfg.stage)
+    lr = tc.lr_stage3 if cfg.stage == 3 else tc.lr
+    opt = torch.optim.Adam(params, lr=lr)
+    perceptual = load_perceptual(device, cfg.perceptual and tc.eta > 0, log)
+    crops, val, val_names = split_data(cfg)
+    sdir = cfg.stage_dir()
+    state_path = sdir / "state.pt"
+    step, elapsed, history, ema = 0, 0.0, [], {}
+    if cfg.resume and state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed, history, ema = st["step"], st["elapsed"], st["history"], st.get("ema", {})
+        torch.set_rng_state(st["rng"])
+        log(f"resumed {state_path} at step {step}")
+    crops.seed = cfg.seed + 1000 * step + 100_000 * cfg.stage
+    it = iter(crops)
+    n_par = sum(p.numel() for p in model.parameters())
+    log(f"LRISC preset '{cfg.preset}', stage {cfg.stage} ({STAGE_NAMES[cfg.stage]}): {n_par / 1e6:.2f} M "
+        f"parameters, {sum(p.numel() for p in params) / 1e6:.2f} M trained; {len(crops.images)} training images, "
+        f"{len(val)} validation; {tc.crop}x{tc.crop} crops, batch {tc.batch}; {cfg.steps} steps; "
+        f"d_p {'LPIPS' if perceptual else 'off'}")
+
+    def save_state() -> None:
+        sdir.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "history": history, "ema": ema, "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
+        tmp.replace(state_path)
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 60)
+    t0 = time.time() - elapsed
+    t_start, last_save = time.time(), time.time()
+    stopped = False
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.steps, lr)
+        x = crops.batch(tc.batch, it).to(device)
+        out = stage_loss(model, cfg.stage, x, step, tc, perceptual)
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        step += 1
+        for k, v in out.parts.items():
+            ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.98 * ema[k] + 0.02 * v
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in ema.items()}, refresh=False)
+        if not math.isfinite(out.parts["loss"]):
+            raise FloatingPointError(f"loss became {out.parts['loss']} at step {step}; lower --lr and resume")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            elapsed = time.time() - t0
+            v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
+            history.append({"step": step, "train": {k: round(x, 5) for k, x in ema.items()}, "val": v,
+                            "seconds": round(elapsed, 1)})
+            bar.write(f"step {step}: train {json.dumps(history[-1]['train'])}; val {json.dumps(v)}; {elapsed:.0f} s")
+            if v.get("std_ratio", 1.0) < 0.3:
+                bar.write("warning: outputs are close to uniform grey (std ratio < 0.3): the x0-prediction collapse;"
+                          " consider a longer --warmup-steps or a larger --aux-weight")
+            save_state()
+            last_save = time.time()
+        elif time.time() - last_save > 60 * cfg.save_minutes:
+            elapsed = time.time() - t0
+            save_state()
+            last_save = time.time()
+        if cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes and step < cfg.steps:
+            stopped = True
+            break
+    bar.close()
+    elapsed = time.time() - t0
+    save_state()
+    if stopped:
+        log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; state in {state_path}: run the same "
+            "command again to continue")
+        return {"stage": cfg.stage, "step": step, "stopped": True}
+    card = model_card(cfg, model, history, elapsed, val_names)
+    path = cfg.weights_path()
+    model.set_snr_modules(True)
+    model.save(path, card)
+    log(f"wrote {path} and {path.with_suffix('.json').name}")
+    if cfg.ship:
+        ship(path)
+        log(f"shipped as {shipped_path(model.cfg.preset)}")
+    return card
+
+
+def shipped_path(preset_name: str) -> Path:
+    from lrisc_sim.lrisc.codec import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR / f"lrisc_{preset_name}.safetensors"
+
+
+def ship(path: Path) -> Path:
+    """Copy a stage's weights and model card into the package's checkpoint folder (the codec's default)."""
+    model_preset = json.loads(path.with_suffix(".json").read_text()).get("preset", "small")
+    dst = shipped_path(model_preset)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dst)
+    shutil.copyfile(path.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
+
+
+def command_line(cfg: RunConfig) -> str:
+    """The command that reproduces this stage."""
+    t = cfg.train
+    parts = ["lrisc-sim train lrisc", f"--stage {cfg.stage}", f"--preset {cfg.preset}", f"--data {cfg.data}",
+             f"--val {cfg.val}", f"--steps {cfg.steps}", f"--batch-size {t.batch}", f"--crop {t.crop}",
+             f"--lr {t.lr_stage3 if cfg.stage == 3 else t.lr:g}", f"--lam {t.lam:g}", f"--eta {t.eta:g}",
+             f"--seed {cfg.seed}", f"--device {cfg.device}", f"--out {cfg.out}"]
+    if cfg.stage == 1:
+        parts += [f"--warmup-steps {t.warmup_steps}", f"--aux-weight {t.aux_weight:g}"]
+    if cfg.init:
+        parts.append(f"--init {cfg.init}")
+    if cfg.threads:
+        parts.append(f"--threads {cfg.threads}")
+    if not cfg.perceptual:
+        parts.append("--no-lpips")
+    return " ".join(parts)
+
+
+def model_card(cfg: RunConfig, model: LRISC, history: list, elapsed: float, val_names: list) -> dict:
+    """JSON model card of a finished stage (earlier stages' cards are kept under ``previous_stages``)."""
+    from lrisc_sim.data import image_paths
+
+    prev = []
+    if cfg.stage > 1:
+        p = (Path(cfg.init) if cfg.init else cfg.weights_path(cfg.stage - 1)).with_suffix(".json")
+        if p.is_file():
+            c = json.loads(p.read_text())
+            prev = c.get("previous_stages", []) + [{k: c.get(k) for k in ("stage", "steps", "wall_time_s",
+                                                                          "command", "commit", "validation")}]
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters())
+              for name in ("g_e", "h_e", "h_d", "prior_y", "f_e", "f_d", "g_d")}
+    n_train = len(image_paths(cfg.data)) - (int(cfg.val) if cfg.val.isdigit() else 0)
+    steps_done = history[-1]["step"] if history else cfg.steps
+    return {
+        "model": "LRISC (latent-feature-guided conditional diffusion, entropy-driven variable-length JSCC, "
+                 "SNR adaptation)",
+        "preset": model.cfg.preset,
+        "stage": cfg.stage,
+        "stage_description": STAGE_NAMES[cfg.stage],
+        "config": model.cfg.to_dict(),
+        "parameters": {**counts, "total": sum(counts.values())},
+        "training": asdict(cfg.train),
+        "data": {"train": cfg.data, "train_images": n_train, "validation": val_names if cfg.val.isdigit() else cfg.val},
+        "perceptual_loss": "LPIPS (alex, v0.1)" if cfg.perceptual else "off",
+        "steps": steps_done,
+        "wall_time_s": round(elapsed, 1),
+        "device": cfg.device,
+        "threads": cfg.threads or torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "command": command_line(cfg),
+        **git_commit(),
+        "validation": history[-1]["val"] if history else {},
+        "history": history,
+        "previous_stages": prev,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+# ---------------------------------------------------------------- CLI
+
+def configure_train_parser(p: argparse.ArgumentParser) -> None:
+    """Options of ``lrisc-sim train lrisc``."""
+    d = RunConfig()
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True,
+                   help="1: g_e, g_d, h_e, h_d without channel; 2: f_e, f_d with the channel; 3: fine-tune all")
+    p.add_argument("--preset", default="small", choices=("small", "paper", "tiny"),
+                   help="model and training sizes (small: 2-core CPU; paper: the paper's sizes, GPU)")
+    p.add_argument("--data", required=True, help="folder of training images (random crops; COCO folders work)")
+    p.add_argument("--val", default=d.val, help="validation folder, or N to hold out the last N images of --data")
+    p.add_argument("--steps", type=int, default=None, help="steps of this stage (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--crop", type=int, default=None, help="crop size (multiple of 16)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine decay)")
+    p.add_argument("--lam", type=float, default=None, help="lambda: weight of the rate (bits per pixel)")
+    p.add_argument("--eta", type=float, default=None, help="eta: perceptual vs squared-error trade-off (0.5)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="stage-1 warm-up against grey-image collapse")
+    p.add_argument("--aux-weight", type=float, default=None, help="initial weight of the warm-up auxiliary decoder")
+    p.add_argument("--latent-weight", type=float, default=None, help="weight of ||z_hat - z||^2 in stages 2-3")
+    p.add_argument("--init", default=None, help="weights to start from (default: the previous stage's in --out)")
+    p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.pt, lrisc_PRESET_stageS.*}")
+    p.add_argument("--no-resume", action="store_true", help="start the stage afresh even if OUT/stageS/state.pt exists")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--val-steps", type=int, default=None, help="denoising steps in validation (default: model's)")
+    p.add_argument("--save-minutes", type=float, default=d.save_minutes, help="save the resumable state this often")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (saving the state) after this many minutes; rerun the command to continue")
+    p.add_argument("--no-lpips", action="store_true", help="train without the LPIPS term d_p")
+    p.add_argument("--ship", action="store_true", help="copy the result into the package's checkpoint folder")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    tc = train_preset(args.preset)
+    steps = list(tc.steps)
+    if args.steps is not None:
+        steps[args.stage - 1] = args.steps
+    over = {"steps": tuple(steps)}
+    for name, attr in (("batch_size", "batch"), ("crop", "crop"), ("lam", "lam"), ("eta", "eta"),
+                       ("warmup_steps", "warmup_steps"), ("aux_weight", "aux_weight"),
+                       ("latent_weight", "latent_weight")):
+        if getattr(args, name) is not None:
+            over[attr] = getattr(args, name)
+    if args.lr is not None:
+        over["lr_stage3" if args.stage == 3 else "lr"] = args.lr
+    tc = replace(tc, **over)
+    return RunConfig(stage=args.stage, preset=args.preset, data=args.data, val=str(args.val), out=args.out,
+                     init=args.init, resume=not args.no_resume, device=args.device, threads=args.threads,
+                     seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
+                     save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
+                     ship=args.ship, train=tc)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point of ``lrisc-sim train lrisc``; returns the exit status."""
+    train(config_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lrisc-sim train lrisc", description=__doc__.splitlines()[0])
+    configure_train_parser(p)
+    args = p.parse_args(argv)
+    try:
+        return run_train(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
