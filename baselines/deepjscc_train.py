@@ -1,0 +1,439 @@
+"""Training of a DeepJSCC model: ``lrisc-sim train deepjscc --cbr 1/48 --snr 10 --data DIR``.
+
+Random crops, Adam (cosine decay), MSE loss through a complex AWGN channel at a fixed SNR (the paper's baseline)
+or a uniform random SNR per image from a range (``--snr 0:20``); a progress bar with loss and PSNR; periodic
+validation on held-out images with fixed channel noise; resumable state; a final safetensors file plus a JSON
+model card (architecture, CBR, SNR, data, steps, wall time, command, commit, validation PSNR, Kodak PSNR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
+                                cbr_str, default_levels, parse_cbr, save_model)
+
+# Paper-scale DeepJSCC on Kodak at 10 dB AWGN (DESIGN.md section 5): CBR -> PSNR (dB)
+REFERENCE_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (filled by the CLI)."""
+
+    cbr: str = "1/48"
+    snr: str = "10"  # a number (dB) or a range "lo:hi" (uniform per image)
+    data: str = ""
+    val: str = "4"  # a folder, or N: hold out the last N images of ``data``
+    steps: int = 5000
+    batch_size: int = 16
+    crop: int = 96
+    lr: float = 1e-3
+    lr_final: float = 5e-5
+    device: str = "cpu"
+    out: str = "."
+    state: str | None = None
+    resume: bool = False
+    threads: int | None = None
+    seed: int = 0
+    val_every: int = 500
+    val_crop: int = 512
+    eval_kodak: str | None = None
+    eval_snr: float = 10.0
+    arch: DeepJSCCConfig = field(default_factory=DeepJSCCConfig)
+
+
+def parse_snr_range(text: str) -> tuple[float, float]:
+    """``"10"`` -> (10, 10); ``"0:20"`` -> (0, 20). One-line ``DeepJSCCError`` on bad input."""
+    try:
+        parts = [float(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2 and parts[0] <= parts[1]:
+        return parts[0], parts[1]
+    raise DeepJSCCError(f"bad training SNR '{text}': use a number in dB (10) or a range LO:HI (0:20)")
+
+
+def psnr_from_mse(mse: torch.Tensor | float) -> torch.Tensor:
+    """PSNR (dB) of images in [0, 1] from their MSE."""
+    return 10 * torch.log10(1.0 / torch.as_tensor(mse).clamp(min=1e-10))
+
+
+def image_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (B) of ``y`` rounded to uint8 levels against ``x`` (both ``B x 3 x H x W`` in [0, 1])."""
+    y = torch.round(y.clamp(0, 1) * 255) / 255
+    return psnr_from_mse(((x - y) ** 2).flatten(1).mean(1))
+
+
+# the code a DeepJSCC training run depends on (checked against the commit for the model card)
+CODE_FILES = ("baselines/deepjscc.py", "baselines/deepjscc_train.py", "channels", "lrisc_sim/data.py",
+              "lrisc_sim/codec.py")
+
+
+def git_commit() -> dict:
+    """The commit of the working tree and the code files that differ from it (read-only git calls)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_FILES], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": head or None, "uncommitted_changes": [line[3:] for line in dirty]}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line(cfg: TrainConfig) -> str:
+    """The ``lrisc-sim train deepjscc ...`` command that reproduces this run."""
+    a = cfg.arch
+    parts = ["lrisc-sim train deepjscc", f"--cbr {cfg.cbr}", f"--snr {cfg.snr}", f"--data {cfg.data}",
+             f"--val {cfg.val}", f"--steps {cfg.steps}", f"--batch-size {cfg.batch_size}", f"--crop {cfg.crop}",
+             f"--lr {cfg.lr:g}", f"--lr-final {cfg.lr_final:g}", f"--seed {cfg.seed}",
+             f"--levels {a.levels}", f"--extra {a.extra}", f"--width {a.first_width},{a.width}",
+             f"--val-every {cfg.val_every}", f"--device {cfg.device}", f"--out {cfg.out}"]
+    if cfg.threads:
+        parts.append(f"--threads {cfg.threads}")
+    if cfg.eval_kodak:
+        parts.append(f"--eval-kodak {cfg.eval_kodak}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- data
+
+def split_data(cfg: TrainConfig):
+    """Training crops and validation images (``list[(id, 3 x H x W)]``, centre-cropped to multiples of d)."""
+    from lrisc_sim.data import RandomCrops, image_paths, load_image
+
+    crops = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed)
+    paths = image_paths(cfg.data)
+    if cfg.val.isdigit():
+        n = int(cfg.val)
+        if n >= len(paths):
+            raise DeepJSCCError(f"--val {n}: the data folder has only {len(paths)} images; hold out fewer")
+        val_paths = paths[len(paths) - n:] if n else []
+        crops.images = crops.images[: len(paths) - n]
+    else:
+        val_paths = image_paths(cfg.val)
+    d = cfg.arch.factor
+    val = []
+    for p in val_paths:
+        im = load_image(p)
+        h, w = im.shape[-2:]
+        ch, cw = min(h, cfg.val_crop) // d * d, min(w, cfg.val_crop) // d * d
+        i, j = (h - ch) // 2, (w - cw) // 2
+        val.append((p.stem, im[:, i: i + ch, j: j + cw]))
+    return crops, val, [p.name for p in val_paths]
+
+
+@torch.no_grad()
+def validate(model: DeepJSCC, val: list, snr_db: float, device: torch.device, seed: int = 0) -> float:
+    """Mean PSNR (dB) over the validation images at ``snr_db``, noise from the common random numbers (seed 0)."""
+    from channels.realization import Realization
+
+    if not val:
+        return float("nan")
+    model.eval()
+    out = []
+    for vid, im in val:
+        x = im[None].to(device)
+        s = model.encode(x)
+        n = Realization(seed, [vid], 0, device).cn("noise", s.shape[1]) * math.sqrt(10 ** (-snr_db / 10))
+        d = model.cfg.factor
+        y = model.decode(s + n, (x.shape[-2] // d, x.shape[-1] // d))
+        out.append(float(image_psnr(x, y)[0]))
+    model.train()
+    return float(np.mean(out))
+
+
+@torch.no_grad()
+def evaluate(checkpoint: str | Path, folder: str | Path, snr_db: float = 10.0, seed: int = 0,
+             device: str = "cpu") -> dict:
+    """PSNR of a checkpoint on every image of ``folder`` through the codec interface at ``snr_db`` AWGN.
+
+    Common random numbers: seed ``seed``, trial 0, image ids = file stems. Returns mean, 95% CI half-width and
+    per-image PSNR (outputs rounded to uint8 levels).
+    """
+    from channels.awgn import AWGN
+    from channels.base import equalize
+    from channels.realization import Realization
+    from lrisc_sim.data import image_paths, load_image, pad_to_multiple
+
+    codec = DeepJSCCCodec(checkpoint=checkpoint, dirs=[], device=device)
+    cbr = parse_cbr(codec.models[next(iter(codec.models))].cfg.cbr)
+    per, cbrs = {}, []
+    for p in image_paths(folder):
+        x = load_image(p)[None]
+        h, w = x.shape[-2:]
+        codec.original_hw = (h, w)
+        enc = codec.encode(pad_to_multiple(x, codec.multiple).to(device), float(cbr))
+        rx = equalize(AWGN()(enc.symbols, snr_db, Realization(seed, [p.stem], 0, device)))
+        y = codec.decode(rx, enc).images[..., :h, :w].cpu()
+        per[p.stem] = round(float(image_psnr(x, y)[0]), 4)
+        cbrs.append(float(enc.length[0]) / (3 * h * w))
+    v = np.array(list(per.values()))
+    ci = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return {"dataset": str(folder), "channel": "awgn", "snr_db": snr_db, "seed": seed, "n_images": len(v),
+            "cbr_used": sorted(set(round(c, 8) for c in cbrs)), "psnr_mean": round(float(v.mean()), 4),
+            "psnr_ci95": round(float(ci), 4), "per_image": per}
+
+
+# ---------------------------------------------------------------- training
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Cosine decay from ``lr`` to ``lr_final`` over ``steps``."""
+    t = min(step / max(cfg.steps, 1), 1.0)
+    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train one model; return its model card (also written beside the safetensors file in ``cfg.out``)."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    lo, hi = parse_snr_range(cfg.snr)
+    cfg.arch.cbr = cbr_str(parse_cbr(cfg.cbr))
+    cfg.cbr = cfg.arch.cbr
+    if cfg.crop % cfg.arch.factor:
+        raise DeepJSCCError(f"--crop {cfg.crop} must be a multiple of the downsampling factor {cfg.arch.factor}")
+    name = checkpoint_name(cfg.cbr, cfg.snr)
+    out = Path(cfg.out)
+    state_path = Path(cfg.state) if cfg.state else out / f"{name}.state.pt"
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = DeepJSCC(cfg.arch).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    crops, val, val_names = split_data(cfg)
+    step, elapsed, history = 0, 0.0, []
+    if cfg.resume and state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed, history = st["step"], st["elapsed"], st["history"]
+        torch.set_rng_state(st["rng"])
+        log(f"resumed {state_path} at step {step}")
+    crops.seed = cfg.seed + 1000 * step  # fresh crop stream after a resume
+    it = iter(crops)
+    val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
+    log(f"{cfg.arch.describe()}; {sum(p.numel() for p in model.parameters())} parameters; "
+        f"{len(crops.images)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps")
+
+    def save_state():
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "history": history, "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
+        tmp.replace(state_path)
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"deepjscc {cfg.cbr}", mininterval=1 if sys.stderr.isatty()
+               else 60, dynamic_ncols=True)
+    ema = None
+    t0 = time.time() - elapsed
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        x = crops.batch(cfg.batch_size, it).to(device)
+        snr = lo + (hi - lo) * torch.rand(x.shape[0], device=device) if hi > lo else torch.tensor(lo)
+        y = model(x, snr)
+        loss = torch.mean((y - x) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.5f}", psnr=f"{float(psnr_from_mse(ema)):.2f}", refresh=False)
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            elapsed = time.time() - t0
+            v = validate(model, val, val_snr, device)
+            history.append({"step": step, "train_loss": round(ema, 6), "val_psnr": round(v, 4),
+                            "seconds": round(elapsed, 1)})
+            bar.write(f"step {step}: train loss {ema:.5f} ({float(psnr_from_mse(ema)):.2f} dB), "
+                      f"val PSNR {v:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s")
+            save_state()
+    bar.close()
+    elapsed = time.time() - t0
+    card = model_card(cfg, model, history, elapsed, val_names, val_snr)
+    path = out / f"{name}.safetensors"
+    save_model(model, path, card)
+    if cfg.eval_kodak:
+        log(f"evaluating {path.name} on {cfg.eval_kodak} at {cfg.eval_snr:g} dB AWGN")
+        card["kodak"] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)
+        ref = REFERENCE_KODAK_10DB.get(cfg.cbr)
+        if ref is not None and cfg.eval_snr == 10.0:
+            card["kodak"]["paper_scale_reference_psnr"] = ref
+        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        log(f"Kodak PSNR {card['kodak']['psnr_mean']:.2f} dB (+/- {card['kodak']['psnr_ci95']:.2f})")
+    log(f"wrote {path} and {path.with_suffix('.json').name}")
+    return card
+
+
+def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float, val_names: list,
+               val_snr: float) -> dict:
+    from lrisc_sim.data import image_paths
+
+    lo, hi = parse_snr_range(cfg.snr)
+    n_train = len(image_paths(cfg.data)) - (int(cfg.val) if cfg.val.isdigit() else 0)
+    return {
+        "model": "DeepJSCC (Bourtsoulatze, Kurka, Gunduz 2019), complex AWGN channel, MSE",
+        "architecture": {**asdict(model.cfg), "downsampling": model.cfg.factor, "latent_channels":
+                         model.cfg.channels, "parameters": sum(p.numel() for p in model.parameters()),
+                         "summary": model.cfg.describe()},
+        "cbr": cfg.cbr,
+        "training_snr_db": lo if lo == hi else [lo, hi],
+        "training_snr_mode": "fixed" if lo == hi else "uniform per image",
+        "data": {"train": cfg.data, "train_images": n_train, "crop": cfg.crop, "batch_size": cfg.batch_size,
+                 "validation": val_names if cfg.val.isdigit() else cfg.val},
+        "optimizer": {"name": "Adam", "lr": cfg.lr, "lr_final": cfg.lr_final, "schedule": "cosine"},
+        "steps": history[-1]["step"] if history else 0,
+        "wall_time_s": round(elapsed, 1),
+        "steps_per_s": round((history[-1]["step"] if history else 0) / max(elapsed, 1e-9), 3),
+        "device": cfg.device,
+        "threads": cfg.threads or torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "command": command_line(cfg),
+        **git_commit(),
+        "validation": {"snr_db": val_snr, "crop": cfg.val_crop, "psnr": history[-1]["val_psnr"] if history
+                       else None, "history": history},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_summary(folder: str | Path) -> Path:
+    """Write ``folder/README.md``: one table row per model card (``*.json``) in ``folder``."""
+    folder = Path(folder)
+    rows = []
+    for p in sorted(folder.glob("deepjscc_*.json")):
+        c = json.loads(p.read_text())
+        a, k = c["architecture"], c.get("kodak", {})
+        ref = REFERENCE_KODAK_10DB.get(c["cbr"])
+        snr = c["training_snr_db"]
+        rows.append((float(parse_cbr(c["cbr"])), f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
+                     f"{a['first_width']}/{a['width']} | {a['parameters']:,} | "
+                     f"{snr if not isinstance(snr, list) else f'{snr[0]:g}:{snr[1]:g}'} | {c['steps']} | "
+                     f"{c['wall_time_s'] / 60:.0f} | {c['validation']['psnr']:.2f} | "
+                     f"{k.get('psnr_mean', float('nan')):.2f} +/- {k.get('psnr_ci95', float('nan')):.2f} | "
+                     f"{ref if ref else '-'} | `{p.with_suffix('.safetensors').name}` |"))
+    head = [
+        "# DeepJSCC checkpoints",
+        "",
+        "Trained by `lrisc-sim train deepjscc` (command, commit and full history in each `.json` model card).",
+        "Kodak: the 24 images at 10 dB AWGN, common random numbers (seed 0, trial 0, ids = file stems), PSNR on",
+        "outputs rounded to uint8, mean +/- 95% CI over images. Validation: centre 512x512 crops of the 4 held-out",
+        "training images at the training SNR. The paper-scale column is DeepJSCC trained at full scale (DESIGN.md",
+        "section 5); these small CPU models are trained for minutes, so they fall short of it by the margin shown.",
+        "",
+        "Architecture (`baselines/deepjscc.py`): encoder = 5x5 convolutions with PReLU, no batch norm, `levels`",
+        "of them with stride 2 (d = 2^levels), then `extra` stride-1 ones, then a 5x5 convolution to c channels",
+        "(+ PReLU), 5 layers in all as in the original (d = 4 where c = 96 CBR is an even integer >= 4, else d = 8:",
+        "`default_levels`); the c H W / d^2 reals are paired into complex symbols (complex channel), normalised to",
+        "unit power per image; decoder = the mirrored transposed convolutions ending in a sigmoid. CBR = c / (6 d^2),",
+        "exact for H, W multiples of d; other sizes are padded by the engine and the encoder sends only the first",
+        "floor(CBR 3 H W) symbols (latent positions inside the image first), so the CBR stays exact.",
+        "",
+        "| CBR | d | c | filters | parameters | train SNR (dB) | steps | minutes | val PSNR | Kodak PSNR @10 dB "
+        "| paper-scale | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    out = folder / "README.md"
+    out.write_text("\n".join(head + [r for _, r in sorted(rows)]) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- CLI
+
+def configure_train_parser(p: argparse.ArgumentParser) -> None:
+    """Options of ``lrisc-sim train deepjscc``."""
+    d = TrainConfig()
+    a = DeepJSCCConfig()  # the default filter counts
+    p.add_argument("--cbr", default=d.cbr, help="channel bandwidth ratio, e.g. 1/48 (default %(default)s)")
+    p.add_argument("--snr", default=d.snr, help="training SNR in dB, or a range LO:HI drawn uniformly per image")
+    p.add_argument("--data", required=True, help="folder of training images (random crops)")
+    p.add_argument("--val", default=d.val, help="validation folder, or N to hold out the last N images of --data")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per step (default %(default)s)")
+    p.add_argument("--crop", type=int, default=d.crop, help="crop size (multiple of the downsampling factor)")
+    p.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (cosine decay)")
+    p.add_argument("--lr-final", type=float, default=d.lr_final, help="learning rate at the last step")
+    p.add_argument("--levels", type=int, default=None,
+                   help="stride-2 layers, downsampling d = 2^levels (default: 2 where the CBR allows, else 3)")
+    p.add_argument("--extra", type=int, default=None,
+                   help="stride-1 layers after the strided ones (default: 4 - levels, 5 layers in all)")
+    p.add_argument("--width", default=f"{a.first_width},{a.width}", help="filters: FIRST,HIDDEN (or one number)")
+    p.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--out", default=d.out, help="folder for NAME.safetensors and its NAME.json model card")
+    p.add_argument("--state", default=None, help="resumable training state (default OUT/NAME.state.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from the training state if it exists")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the crops")
+    p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (and saved states)")
+    p.add_argument("--eval-kodak", default=None, metavar="DIR", help="evaluate the result on this folder")
+    p.add_argument("--eval-snr", type=float, default=d.eval_snr, help="SNR (dB) of that evaluation")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    try:
+        w = [int(v) for v in str(args.width).split(",")]
+    except ValueError:
+        w = []
+    if not 1 <= len(w) <= 2 or min(w) < 1:
+        raise DeepJSCCError(f"bad --width '{args.width}': use FIRST,HIDDEN filter counts (32,64) or one number")
+    first, hidden = (w[0], w[0]) if len(w) == 1 else (w[0], w[1])
+    levels = args.levels if args.levels is not None else default_levels(args.cbr)
+    extra = args.extra if args.extra is not None else 4 - levels  # 5 conv layers in all, as in the original
+    arch = DeepJSCCConfig(cbr=args.cbr, levels=levels, extra=extra, first_width=first, width=hidden)
+    arch.channels  # noqa: B018 (raises a clear error for a CBR the depth cannot give exactly)
+    return TrainConfig(cbr=args.cbr, snr=args.snr, data=args.data, val=str(args.val), steps=args.steps,
+                       batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_final=args.lr_final,
+                       device=args.device, out=args.out, state=args.state, resume=args.resume,
+                       threads=args.threads, seed=args.seed, val_every=args.val_every,
+                       eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point of ``lrisc-sim train deepjscc``; returns the exit status."""
+    train(config_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lrisc-sim train deepjscc", description=__doc__.splitlines()[0])
+    configure_train_parser(p)
+    args = p.parse_args(argv)
+    try:
+        return run_train(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

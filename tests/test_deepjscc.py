@@ -1,0 +1,185 @@
+"""DeepJSCC baseline: exact CBR, power, shapes, training, checkpoints, errors."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.deepjscc import (CHECKPOINT_DIR, DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError,
+                                checkpoint_name, default_levels, latent_channels, load_model, make_deepjscc, save_model)
+from baselines.deepjscc_train import TrainConfig, evaluate, parse_snr_range, train, write_summary
+from channels.awgn import AWGN
+from channels.base import equalize
+from channels.power import average_power
+from channels.realization import Realization
+from lrisc_sim.data import pad_to_multiple
+
+SMALL = dict(first_width=8, width=8)
+
+
+def small_model(cbr: str = "1/48", seed: int = 0) -> DeepJSCC:
+    """A narrow model at the default depth of ``cbr`` (d = 8 for 1/48, d = 4 for 1/16)."""
+    torch.manual_seed(seed)
+    levels = default_levels(cbr)
+    return DeepJSCC(DeepJSCCConfig(cbr=cbr, levels=levels, extra=4 - levels, **SMALL)).eval()
+
+
+@pytest.fixture
+def codec(tmp_path):
+    for cbr in ("1/48", "1/16"):
+        save_model(small_model(cbr), tmp_path / f"{checkpoint_name(cbr, 10)}.safetensors")
+    return DeepJSCCCodec(snr=10, dirs=[tmp_path])
+
+
+def test_channel_table():
+    cbrs = ("1/64", "1/48", "1/32", "1/24", "1/16")
+    assert [latent_channels(c, 3) for c in cbrs] == [6, 8, 12, 16, 24]
+    assert [2 ** default_levels(c) for c in cbrs] == [8, 8, 8, 4, 4]
+    assert [latent_channels(c, default_levels(c)) for c in cbrs] == [6, 8, 12, 4, 6]
+    assert latent_channels("1/48", 2) == 2  # the original depth (d = 4)
+    with pytest.raises(DeepJSCCError, match="not an even integer"):
+        latent_channels("1/40", 3)
+    with pytest.raises(DeepJSCCError, match="bad CBR"):
+        latent_channels("one/48", 3)
+    with pytest.raises(DeepJSCCError, match="not an even integer"):
+        default_levels("1/40")
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (96, 128), (512, 768), (100, 130), (33, 47)])
+@pytest.mark.parametrize("cbr", ["1/48", "1/16"])
+def test_exact_cbr_and_unit_power(codec, hw, cbr):
+    x = torch.rand(2, 3, *hw)
+    codec.original_hw = hw
+    enc = codec.encode(pad_to_multiple(x, codec.multiple), Fraction(cbr))
+    n = 3 * hw[0] * hw[1]
+    k = math.floor(Fraction(cbr) * n)
+    assert enc.symbols.dtype == torch.complex64 and enc.symbols.shape == (2, k)
+    assert (enc.length == k).all() and (enc.side_bits == 0).all()
+    if hw[0] % 8 == 0 and hw[1] % 8 == 0:
+        assert Fraction(k, n) == Fraction(cbr)  # exact for multiples of d
+    assert torch.allclose(average_power(enc.symbols, enc.length), torch.ones(2), atol=1e-5)
+
+
+def test_shapes_and_decode(codec):
+    model = codec.model_for("1/48")
+    x = torch.rand(3, 3, 64, 96)
+    assert model.encoder(x).shape == (3, 8, 8, 12)
+    assert model(x, 10.0).shape == x.shape
+    codec.original_hw = (64, 96)
+    enc = codec.encode(x, 1 / 48)
+    assert enc.symbols.shape == (3, 8 * 12 * 8 // 2)  # (H/8)(W/8) c / 2
+    rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a", "b", "c"], 0)))
+    out = codec.decode(rx, enc)
+    assert out.images.shape == x.shape and out.ok.all()
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    # noiseless link: the codec equals the model's own encode/decode
+    clean = equalize(AWGN()(enc.symbols, 200.0, Realization(0, ["a", "b", "c"], 0)))
+    with torch.no_grad():
+        ref = model.decode(model.encode(x), (8, 12))
+    assert torch.allclose(codec.decode(clean, enc).images, ref, atol=1e-4)
+
+
+def test_d4_model_shapes(codec):
+    model = codec.model_for("1/16")
+    assert model.cfg.factor == 4 and codec.multiple == 8  # the codec pads for its deepest model
+    x = torch.rand(2, 3, 64, 96)
+    assert model.encoder(x).shape == (2, 6, 16, 24)
+    assert model(x, 10.0).shape == x.shape
+
+
+def test_padded_size_decodes(codec):
+    x = torch.rand(1, 3, 50, 70)
+    codec.original_hw = (50, 70)
+    xp = pad_to_multiple(x, codec.multiple)
+    enc = codec.encode(xp, 1 / 16)
+    rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a"], 0)))
+    assert codec.decode(rx, enc).images.shape == xp.shape
+
+
+def test_complex_channel_noise_power():
+    torch.manual_seed(0)
+    n = torch.randn(200_000, dtype=torch.complex64)  # what DeepJSCC.forward scales by sqrt(N0)
+    assert abs(float((n.abs() ** 2).mean()) - 1.0) < 0.01
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_model("1/24", seed=3)
+    p = tmp_path / "m.safetensors"
+    save_model(model, p, card={"cbr": "1/24"})
+    again = load_model(p)
+    assert again.cfg == model.cfg and (tmp_path / "m.json").is_file()
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        s1, s2 = model.encode(x), again.encode(x)
+        assert torch.equal(s1, s2)
+        hw = (32 // model.cfg.factor, 48 // model.cfg.factor)
+        assert torch.equal(model.decode(s1, hw), again.decode(s2, hw))
+
+
+def test_missing_checkpoint_message(codec, tmp_path):
+    with pytest.raises(DeepJSCCError) as e:
+        codec.encode(torch.rand(1, 3, 64, 64), 1 / 96)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "no DeepJSCC checkpoint for CBR 1/96" in msg and "have 1/48, 1/16" in msg
+    assert "lrisc-sim train deepjscc --cbr 1/96 --snr 10 --data DIR" in msg
+    with pytest.raises(DeepJSCCError, match="cannot give CBR 1/40 exactly"):
+        codec.encode(torch.rand(1, 3, 64, 64), 1 / 40)
+    with pytest.raises(DeepJSCCError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_text("garbage")
+    with pytest.raises(DeepJSCCError, match="not a DeepJSCC checkpoint"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_snr_range_parsing():
+    assert parse_snr_range("10") == (10, 10)
+    assert parse_snr_range("0:20") == (0, 20)
+    with pytest.raises(DeepJSCCError, match="bad training SNR"):
+        parse_snr_range("20:0")
+    with pytest.raises(DeepJSCCError, match="bad training SNR"):
+        make_deepjscc("ten")
+
+
+def test_short_training_lowers_loss(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:80, 0:80] / 80.0
+    for i in range(4):  # smooth colour images, easy to learn
+        a = rng.uniform(0.2, 1.0, 3)
+        im = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (a[c] * xx + a[(c + 1) % 3] * yy)) for c in range(3)], -1)
+        Image.fromarray((im * 255).astype(np.uint8)).save(data / f"im{i}.png")
+    cfg = TrainConfig(cbr="1/16", snr="5:15", data=str(data), val="1", steps=60, batch_size=4, crop=32, lr=3e-3,
+                      out=str(tmp_path / "out"), val_every=20, val_crop=64, threads=1,
+                      arch=DeepJSCCConfig(**SMALL))
+    card = train(cfg, log=lambda *a: None)
+    hist = card["validation"]["history"]
+    assert [h["step"] for h in hist] == [20, 40, 60]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert card["training_snr_db"] == [5.0, 15.0] and card["cbr"] == "1/16"
+    assert card["command"].startswith("lrisc-sim train deepjscc --cbr 1/16 --snr 5:15")
+    out = tmp_path / "out" / "deepjscc_cbr1-16_snr5-15.safetensors"
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    # resume from the saved state continues from step 60 without redoing work
+    cfg.steps, cfg.resume = 80, True
+    card2 = train(cfg, log=lambda *a: None)
+    assert [h["step"] for h in card2["validation"]["history"]] == [20, 40, 60, 80]
+    ev = evaluate(out, data, snr_db=10.0)
+    assert ev["n_images"] == 4 and ev["cbr_used"] == [round(1 / 16, 8)]
+    assert 5 < ev["psnr_mean"] < 60
+    table = write_summary(tmp_path / "out").read_text()
+    assert "| 1/16 | 8 | 24 |" in table
+
+
+@pytest.mark.skipif(not list(CHECKPOINT_DIR.glob("*.safetensors")), reason="no shipped checkpoints")
+def test_shipped_checkpoints_found():
+    codec = make_deepjscc(None)
+    assert Fraction(1, 48) in codec.paths
+    assert "checkpoints for CBR" in codec.describe()
