@@ -424,14 +424,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lrisc-sim train deepjscc", description=__doc__.splitlines()[0])
-    configure_train_parser(p)
-    args = p.parse_args(argv)
-    try:
-        return run_train(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """``python -m ...`` runs the same as ``lrisc-sim train deepjscc``."""
+    from lrisc_sim.cli import main as cli_main
+
+    return cli_main(["train", "deepjscc", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

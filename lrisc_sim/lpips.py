@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lrisc_sim.weights import load_lpips_state_dict

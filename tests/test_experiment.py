@@ -1,7 +1,6 @@
 """Experiment files: schema errors name the file and key; a tiny experiment runs end to end, resumes, and the
 Ray executor gives the same numbers as the local one."""
 
-import textwrap
 
 import pandas as pd
 import pytest
