@@ -19,7 +19,7 @@ import torch
 
 from channels.base import Channel, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import Codec, Encoded, SideInfoCharge, cbr_report
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.results import METRICS, point_key
 
@@ -128,12 +128,8 @@ class Engine:
         x = pad_to_multiple(x0, codec.multiple)
         ids = [it.id for it in task.items]
         cbr = float(task.cbr)
-        codec.original_hw = hw
+        codec.original_hw, codec.side_charge = hw, self.charge
         snr_aware = codec.snr_aware_encoder or self.charge.mode == "capacity"
-        variants = getattr(codec, "variants", None)
-        subs: list[Codec] = list(variants()) if callable(variants) else [codec]
-        for s in subs:
-            s.original_hw, s.side_charge = hw, self.charge
         realizations = {t: Realization(self.cfg.seed, ids, t, self.device) for t in {p[1] for p in task.points}}
         encoded: dict[object, list[Encoded]] = {}
         b = len(ids)
@@ -144,7 +140,7 @@ class Engine:
                 encoded.clear()  # one SNR's encodings alive at a time
                 snr_vec = torch.full((b,), float(snr), device=self.device) if snr_aware else None
                 with torch.no_grad():
-                    encoded[key] = [s.encode(x, cbr, snr_vec) for s in subs]
+                    encoded[key] = encode_all(codec, x, cbr, snr_vec)
             t1 = time.perf_counter()
             t_ch = 0.0
 
@@ -156,14 +152,7 @@ class Engine:
                 return rx
 
             with torch.no_grad():
-                if hasattr(codec, "decode_all"):  # envelope codecs: every variant on the same realization
-                    dec, enc_used = codec.decode_all(x, encoded[key], transmit)
-                elif len(subs) > 1:
-                    decs = [s.decode(transmit(e), e) for s, e in zip(subs, encoded[key])]
-                    dec, enc_used = codec.combine(x, decs, encoded[key])
-                else:
-                    enc_used = encoded[key][0]
-                    dec = codec.decode(transmit(enc_used), enc_used)
+                dec, enc_used = decode_all(codec, x, encoded[key], transmit)
             t2 = time.perf_counter()
             y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
             if not torch.isfinite(y).all():
@@ -197,6 +186,27 @@ class Engine:
         from lrisc_sim.metrics import compute_metrics
 
         return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics).items()}
+
+
+def encode_all(codec: Codec, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None) -> list[Encoded]:
+    """Encode a batch: one ``Encoded`` for a plain codec, one per variant for an envelope codec (``variants()``);
+    the codec's ``original_hw`` and ``side_charge`` are passed on to the variants."""
+    variants = getattr(codec, "variants", None)
+    subs: list[Codec] = list(variants()) if callable(variants) else [codec]
+    for s in subs:
+        s.original_hw, s.side_charge = codec.original_hw, codec.side_charge
+    return [s.encode(x, cbr, snr_db) for s in subs]
+
+
+def decode_all(codec: Codec, x: torch.Tensor, encs: list[Encoded], transmit) -> tuple[Decoded, Encoded]:
+    """Send and decode what ``encode_all`` produced; ``transmit(enc) -> Received`` applies the channel of the
+    point (same realization for every variant). Returns the decoded batch and the ``Encoded`` it used."""
+    if hasattr(codec, "decode_all"):  # envelope codecs: every variant on the same realization
+        return codec.decode_all(x, encs, transmit)
+    if len(encs) > 1:
+        subs = list(codec.variants())
+        return codec.combine(x, [s.decode(transmit(e), e) for s, e in zip(subs, encs)], encs)
+    return codec.decode(transmit(encs[0]), encs[0]), encs[0]
 
 
 def _scalar(v):

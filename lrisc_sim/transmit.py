@@ -28,18 +28,25 @@ def send_one(codec, channel, x0: torch.Tensor, image_id: str, snr_db: float, cbr
     from channels.base import equalize
     from channels.realization import Realization
     from lrisc_sim.data import pad_to_multiple
+    from lrisc_sim.engine import encode_all, decode_all
 
     dev = x0.device
     hw = tuple(x0.shape[-2:])
     codec.original_hw = hw
     x = pad_to_multiple(x0, codec.multiple)
     snr = torch.full((1,), float(snr_db), device=dev)
+    real = Realization(seed, [image_id], trial, dev)
+    last: dict = {}
+
+    def transmit(enc):
+        last["rx"] = equalize(channel(enc.symbols, float(snr_db), real), equalizer)
+        return last["rx"]
+
     with torch.no_grad():
-        enc = codec.encode(x, cbr, snr if codec.snr_aware_encoder else None)
-        rx = equalize(channel(enc.symbols, float(snr_db), Realization(seed, [image_id], trial, dev)), equalizer)
-        dec = codec.decode(rx, enc)
+        encs = encode_all(codec, x, cbr, snr if codec.snr_aware_encoder else None)
+        dec, enc = decode_all(codec, x, encs, transmit)
         vis = getattr(codec, "visualize", None)
-        maps = vis(x, enc, rx) if callable(vis) else {}
+        maps = vis(x, enc, last["rx"]) if callable(vis) else {}
     return dec.images[..., : hw[0], : hw[1]].clamp(0, 1), maps, dec
 
 
