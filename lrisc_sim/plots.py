@@ -49,7 +49,11 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
                 ax.set_xticklabels([cbr_label(t) for t in ticks], rotation=45)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
+        import textwrap
+
+        width = int(30 * len(mets))
+        note = "\n".join(textwrap.fill(part, width) for part in note.split("\n")) if note else ""
+        fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=7)
         fig.tight_layout()
         p = out_dir / fname
         fig.savefig(p, dpi=120)

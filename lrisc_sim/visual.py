@@ -70,7 +70,8 @@ def visual_grid(exp, dest: Path) -> Path:
                 ax.set_title(f"SNR {snr:g} dB", fontsize=9)
             if c == 0:
                 ax.text(-0.05, 0.5, name, transform=ax.transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{exp.title}: {image_id}, CBR {cfg.cbr[0]}, {ch.describe()}\n" + "; ".join(notes), fontsize=8)
+    (dest / "codecs.txt").write_text("\n".join(notes) + "\n")
+    fig.suptitle(f"{exp.title}: {image_id}, CBR {cfg.cbr[0]}, {ch.describe()} (codecs: see codecs.txt)", fontsize=8)
     fig.tight_layout()
     path = dest / "grid.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -89,6 +89,9 @@ class LRISCCodec(Codec):
 
     def describe(self) -> str:
         ck = self.checkpoint or "in-memory model"
+        shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+        if self.checkpoint and Path(self.checkpoint).resolve().is_relative_to(shipped):
+            ck = f"shipped {Path(self.checkpoint).name}"
         return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps; rate indices "
                 f"{self.coding.mode}-coded; {self.side_charge.describe()})")
 
