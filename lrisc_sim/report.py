@@ -114,6 +114,9 @@ def write_report(results_dir: str | Path = "results") -> Path:
                 lines += ["| codec | SNR | PSNR | LPIPS |", "|---|---|---|---|"]
                 lines += [f"| {r.codec} | {r.snr_db:g} | {_fmt(getattr(r, 'psnr', float('nan')), 2)} | "
                           f"{_fmt(getattr(r, 'lpips', float('nan')), 3)} |" for r in m.itertuples()]
+            if (d / "codecs.txt").exists():
+                lines += ["", "Produced by:", ""] + [f"- {ln}" for ln in (d / "codecs.txt").read_text().splitlines()]
+            lines.append("")
             continue
         if not (d / "summary.csv").exists():
             continue
