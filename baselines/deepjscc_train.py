@@ -12,8 +12,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrisc_sim.provenance import cpu_name, git_commit
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
                                 cbr_str, default_levels, parse_cbr, save_model)
 
@@ -82,29 +81,6 @@ def image_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # the code a DeepJSCC training run depends on (checked against the commit for the model card)
 CODE_FILES = ("baselines/deepjscc.py", "baselines/deepjscc_train.py", "channels", "lrisc_sim/data.py",
               "lrisc_sim/codec.py")
-
-
-def git_commit() -> dict:
-    """The commit of the working tree and the code files that differ from it (read-only git calls)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_FILES], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
-    return {"commit": head or None, "uncommitted_changes": [line[3:] for line in dirty]}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def command_line(cfg: TrainConfig) -> str:
@@ -319,7 +295,7 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "command": command_line(cfg),
-        **git_commit(),
+        **git_commit(CODE_FILES),
         "validation": {"snr_db": val_snr, "crop": cfg.val_crop, "psnr": history[-1]["val_psnr"] if history
                        else None, "history": history},
         "date": time.strftime("%Y-%m-%d"),

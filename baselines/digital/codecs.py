@@ -69,6 +69,7 @@ from baselines.digital.source import SourceCoder, make_source_coder, rate_match
 from channels.base import Channel, Received, equalize
 from channels.realization import Realization
 from lrisc_sim.codec import Codec, Decoded, Encoded
+from lrisc_sim.metrics import psnr
 
 #: Per-channel (R, G, B) mean of the 40 training photos (../shared/data/train/wiki001-040.png), computed once
 #: as sum of all pixel values / number of pixels over all photos, in [0, 1]:
@@ -95,11 +96,8 @@ def from_uint8(images: Sequence[np.ndarray], device: torch.device | str = "cpu")
 
 
 def psnr_uint8(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB, float64, B) of ``y`` against ``x`` after rounding both to uint8 levels."""
-    xa = (x.detach().clamp(0, 1) * 255).round().double()
-    ya = (y.detach().clamp(0, 1) * 255).round().double()
-    mse = ((xa - ya) ** 2).flatten(1).mean(1).clamp(min=1e-10)
-    return (10 * torch.log10(255.0 ** 2 / mse)).cpu()
+    """Per-image PSNR (dB, float64, B, on the CPU) of uint8-rounded images: ``lrisc_sim.metrics.psnr``."""
+    return psnr(x.detach(), y.detach()).double().cpu()
 
 
 _LINKS: dict[tuple, LDPCLink] = {}

@@ -26,9 +26,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrisc_sim.provenance import cpu_name, git_commit
 from lrisc_sim.lrisc.config import TrainConfig, preset, train_preset
 from lrisc_sim.lrisc.jscc import RateControlError, rate_control
 from lrisc_sim.lrisc.losses import LossOutput, Perceptual, psnr_01, rdp_loss
@@ -82,21 +81,8 @@ class RunConfig:
 
 # ---------------------------------------------------------------- helpers
 
-def git_commit() -> dict:
-    """The commit of the working tree and whether tracked files have changes (read-only git calls)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        # the model code itself not yet committed (untracked files of this package) counts as a change too
-        dirty += subprocess.run(["git", "status", "--porcelain", "--", str(Path(__file__).resolve().parent)],
-                                cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
-    return {"commit": head or None, "uncommitted_changes": bool(dirty)}
-
+# the code an LRISC training run depends on (checked against the commit for the model card)
+CODE_FILES = ("lrisc_sim/lrisc", "lrisc_sim/lpips.py", "lrisc_sim/data.py", "lrisc_sim/codec.py", "channels")
 
 def load_perceptual(device: torch.device, enabled: bool = True, log=print) -> Perceptual | None:
     """d_p: LPIPS from the project's metric module (None, with a message, if disabled or unavailable)."""
@@ -453,10 +439,10 @@ def model_card(cfg: RunConfig, model: LRISC, history: list, elapsed: float, val_
         "wall_time_s": round(elapsed, 1),
         "device": cfg.device,
         "threads": cfg.threads or torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "command": command_line(cfg),
-        **git_commit(),
+        **git_commit(CODE_FILES),
         "validation": history[-1]["val"] if history else {},
         "history": history,
         "previous_stages": prev,
