@@ -132,6 +132,9 @@ class Engine:
         snr_aware = codec.snr_aware_encoder or self.charge.mode == "capacity"
         realizations = {t: Realization(self.cfg.seed, ids, t, self.device) for t in {p[1] for p in task.points}}
         encoded: dict[object, list[Encoded]] = {}
+        from lrisc_sim.metrics import Reference
+
+        reference = Reference(x0)  # the sources' LPIPS features, once for every SNR and trial
         b = len(ids)
         for snr, trial in task.points:
             t0 = time.perf_counter()
@@ -158,7 +161,7 @@ class Engine:
             if not torch.isfinite(y).all():
                 raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
                                          f"(images {', '.join(ids)}); check its checkpoint")
-            mets = self.metrics(x0, y)
+            mets = self.metrics(x0, y, reference)
             t3 = time.perf_counter()
             rep = cbr_report(enc_used, hw, self.charge, snr)
             enc_t = (t1 - t0)
@@ -182,10 +185,10 @@ class Engine:
                 })
             yield rows
 
-    def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def metrics(self, x: torch.Tensor, y: torch.Tensor, reference=None) -> dict[str, torch.Tensor]:
         from lrisc_sim.metrics import compute_metrics
 
-        return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics).items()}
+        return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics, reference).items()}
 
 
 def encode_all(codec: Codec, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None) -> list[Encoded]:

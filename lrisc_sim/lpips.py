@@ -57,21 +57,33 @@ class LPIPS(nn.Module):
                 out.append(x)
         return out
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"LPIPS needs two B x 3 x H x W images of equal shape, got {tuple(x.shape)} "
-                             f"and {tuple(y.shape)}")
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"LPIPS needs B x 3 x H x W images, got {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"LPIPS needs images of at least {MIN_SIDE} x {MIN_SIDE} px, got {tuple(x.shape[-2:])}")
-        dtype = self.shift.dtype
-        z = torch.cat([x.to(dtype), y.to(dtype)]) * 2 - 1
-        feats = self.taps((z - self.shift) / self.scale)
-        b = x.shape[0]
-        d = x.new_zeros(b, dtype=dtype)
-        for f, lin in zip(feats, self.lins):
-            f = f / ((f.pow(2).sum(dim=1, keepdim=True) + 1e-20).sqrt() + 1e-10)  # +1e-20: finite grad at 0
-            d = d + lin((f[:b] - f[b:]).pow(2)).mean(dim=(1, 2, 3))
+
+    def embed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised relu1..relu5 features of x (B x 3 x H x W in [0, 1]); ``distance`` compares two."""
+        self._check(x)
+        z = x.to(self.shift.dtype) * 2 - 1
+        return [f / ((f.pow(2).sum(dim=1, keepdim=True) + 1e-20).sqrt() + 1e-10)  # +1e-20: finite grad at 0
+                for f in self.taps((z - self.shift) / self.scale)]
+
+    def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        """B distances between two ``embed`` outputs (a reference's features can be reused across outputs)."""
+        d = fx[0].new_zeros(fx[0].shape[0])
+        for a, b, lin in zip(fx, fy, self.lins):
+            d = d + lin((a - b).pow(2)).mean(dim=(1, 2, 3))
         return d
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS needs two B x 3 x H x W images of equal shape, got {tuple(x.shape)} "
+                             f"and {tuple(y.shape)}")
+        b = x.shape[0]
+        feats = self.embed(torch.cat([x, y]))
+        return self.distance([f[:b] for f in feats], [f[b:] for f in feats])
 
 
 _CACHE: dict[torch.device, LPIPS] = {}

@@ -53,26 +53,48 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ms_ssim(quantize(x), quantize(y), data_range=1.0, size_average=False).to(torch.float32)
 
 
-def lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def lpips(x: torch.Tensor, y: torch.Tensor, ref: Reference | None = None) -> torch.Tensor:
     """LPIPS (AlexNet v0.1) of uint8-rounded images, no gradients.
 
-    x, y: B x 3 x H x W in [0, 1], H, W >= 32. Returns B (float32), 0 for identical images.
+    x, y: B x 3 x H x W in [0, 1], H, W >= 32. Returns B (float32), 0 for identical images. ``ref`` (a
+    ``Reference`` of x) reuses the source's features, computed once for all outputs compared with it.
     """
     net = get_lpips(x.device)
     with torch.no_grad():
-        parts = [net(quantize(a), quantize(b)) for a, b in zip(x.split(LPIPS_CHUNK), y.split(LPIPS_CHUNK))]
+        fx = ref.lpips_features() if ref is not None else None
+        parts = []
+        for i, (a, b) in enumerate(zip(x.split(LPIPS_CHUNK), y.split(LPIPS_CHUNK))):
+            fa = fx[i] if fx is not None else net.embed(quantize(a))
+            parts.append(net.distance(fa, net.embed(quantize(b))))
     return torch.cat(parts)
+
+
+class Reference:
+    """A batch of source images whose SNR-independent metric work (LPIPS features) is done once and reused
+    for every output compared with it (all SNRs and trials of a sweep point)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self._feats: list[list[torch.Tensor]] | None = None
+
+    def lpips_features(self) -> list[list[torch.Tensor]]:
+        if self._feats is None:
+            net = get_lpips(self.x.device)
+            with torch.no_grad():
+                self._feats = [net.embed(quantize(a)) for a in self.x.split(LPIPS_CHUNK)]
+        return self._feats
 
 
 _METRICS = {"psnr": psnr, "ms_ssim": ms_ssim, "lpips": lpips}
 
 
-def compute_metrics(x: torch.Tensor, x_hat: torch.Tensor,
-                    names: Sequence[str] = METRIC_NAMES) -> dict[str, torch.Tensor]:
+def compute_metrics(x: torch.Tensor, x_hat: torch.Tensor, names: Sequence[str] = METRIC_NAMES,
+                    ref: Reference | None = None) -> dict[str, torch.Tensor]:
     """Per-image metrics of the reconstruction ``x_hat`` against the source ``x``.
 
     x, x_hat: B x 3 x H x W in [0, 1] (same shape; values outside [0, 1] are clamped by ``quantize``).
     Returns {name: B float32 tensor on the CPU} for each of ``names`` (a subset of ``METRIC_NAMES``).
+    ``ref``: a ``Reference`` of ``x`` to reuse its LPIPS features across calls.
     Raises a one-line ValueError on unknown names, shape mismatch or non-finite (NaN/inf) values.
     """
     unknown = [n for n in names if n not in _METRICS]
@@ -87,4 +109,4 @@ def compute_metrics(x: torch.Tensor, x_hat: torch.Tensor,
             images = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f"{label} has {int(bad.sum())} non-finite values (NaN/inf) in image(s) "
                              f"{images[:5]}{'...' if len(images) > 5 else ''}; metrics need finite images")
-    return {n: _METRICS[n](x, x_hat).detach().cpu() for n in names}
+    return {n: (lpips(x, x_hat, ref) if n == "lpips" else _METRICS[n](x, x_hat)).detach().cpu() for n in names}

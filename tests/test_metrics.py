@@ -140,3 +140,14 @@ def test_safe_unpickler_reads_arrays_only() -> None:
         weights._SafeUnpickler(io.BytesIO(pickle.dumps({"x": _Evil()}, protocol=3))).load()
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
         weights._SafeUnpickler(io.BytesIO(pickle.dumps(np.arange(3, dtype=np.int64), protocol=3))).load()
+
+
+def test_reference_features_reused_give_same_lpips(lpips_net: LPIPS) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 3, 48, 64, generator=g)
+    ref = metrics.Reference(x)
+    for sigma in (0.05, 0.2):
+        y = (x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        a = metrics.compute_metrics(x, y, ("lpips",))["lpips"]
+        b = metrics.compute_metrics(x, y, ("lpips",), ref=ref)["lpips"]
+        assert torch.allclose(a, b, atol=1e-5) and (a > 0).all()
