@@ -145,3 +145,9 @@ def cbr_report(enc: Encoded, hw: tuple[int, int], charge: SideInfoCharge,
     payload = enc.length.to(torch.float64) / n
     side = side_uses / n
     return {"cbr_payload": payload, "cbr_side": side, "cbr_total": payload + side}
+
+
+def codec_note(spec: str, codec: Codec) -> str:
+    """One line naming a codec spec and what produced its results (source coder, checkpoints, tools)."""
+    d = codec.describe()
+    return d if d.startswith(spec) else f"{spec}: {d}"

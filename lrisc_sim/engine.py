@@ -19,7 +19,7 @@ import torch
 
 from channels.base import Channel, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report, codec_note
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.results import METRICS, point_key
 
@@ -103,8 +103,9 @@ class Engine:
         return self.cfg.channel + ("" if self.cfg.equalizer == "mmse" else f" ({self.cfg.equalizer.upper()})")
 
     def describe_codecs(self) -> list[str]:
-        """One line per codec used so far: which coder, checkpoint or external tool produced its rows."""
-        return [f"{spec}: {c.describe()}" for spec, c in self._codecs.items()]
+        """One line per codec of the sweep: which coder, checkpoint or external tool produced its rows (codecs
+        not used by this process, e.g. on a resume or under Ray, are built here to describe themselves)."""
+        return [codec_note(spec, self.codec(spec)) for spec in self.cfg.codecs]
 
     def plan(self, items: Sequence[Item], done: set[tuple]) -> list[Task]:
         """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lrisc_sim.grammar import cbr_label
@@ -14,8 +15,12 @@ def _metrics_present(summary, metrics) -> list[str]:
 
 
 def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssim"), title: str = "",
-                 note: str = "", labels: dict[str, str] | None = None) -> list[Path]:
-    """Write ``vs_snr.png`` (when several SNRs) and ``vs_cbr.png`` (when several CBRs); return the paths."""
+                 note: str = "", labels: dict[str, str] | None = None, footer: Sequence[str] = ()) -> list[Path]:
+    """Write ``vs_snr.png`` (when several SNRs) and ``vs_cbr.png`` (when several CBRs); return the paths.
+
+    ``footer`` lines (which source coder and checkpoints produced each curve) are printed under the axes."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +35,10 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
                                        ("cbr_target", "snr_db", "vs_cbr.png", "CBR")):
         if summary[xcol].nunique() < 2:
             continue
-        fig, axes = plt.subplots(1, len(mets), figsize=(5.2 * len(mets), 4.2), squeeze=False)
+        width = int(30 * len(mets))
+        foot = [w for line in footer for w in textwrap.wrap(line, 90 * len(mets), subsequent_indent="    ")]
+        foot_h = 0.1 * len(foot) + (0.05 if foot else 0)
+        fig, axes = plt.subplots(1, len(mets), figsize=(5.2 * len(mets), 4.2 + foot_h), squeeze=False)
         for ax, m in zip(axes[0], mets):
             for (codec, channel, o), g in summary.groupby(["codec", "channel", other], sort=True):
                 g = g.sort_values(xcol)
@@ -49,12 +57,11 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
                 ax.set_xticklabels([cbr_label(t) for t in ticks], rotation=45)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        import textwrap
-
-        width = int(30 * len(mets))
-        note = "\n".join(textwrap.fill(part, width) for part in note.split("\n")) if note else ""
-        fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=7)
-        fig.tight_layout()
+        wrapped = "\n".join(textwrap.fill(part, width) for part in note.split("\n")) if note else ""
+        fig.suptitle(title + (f"\n{wrapped}" if wrapped else ""), fontsize=7)
+        if foot:
+            fig.text(0.01, 0.01, "\n".join(foot), fontsize=6, va="bottom", ha="left")
+        fig.tight_layout(rect=(0, foot_h / (4.2 + foot_h), 1, 1))
         p = out_dir / fname
         fig.savefig(p, dpi=120)
         plt.close(fig)

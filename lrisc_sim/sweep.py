@@ -84,9 +84,9 @@ def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False, 
     note = f"{SideInfoCharge.parse(cfg.side_charge).describe()}; seed {cfg.seed}; {cfg.trials} trial(s)"
     if codec_notes:
         (out / "codecs.txt").write_text("\n".join(codec_notes) + "\n")
-        note += "\n" + "; ".join(codec_notes)
     head = f"{title}: " if title else ""
-    plot_summary(summary, out, title=f"{head}{cfg.dataset} over {channel_desc}", note=note, labels=labels)
+    plot_summary(summary, out, title=f"{head}{cfg.dataset} over {channel_desc}", note=note, labels=labels,
+                 footer=codec_notes or ())
     if not quiet:
         print(format_summary(summary, cbr_label))
         print(f"\nresults: {out / 'results.csv'}  summary: {out / 'summary.csv'}")

@@ -20,6 +20,7 @@ def visual_grid(exp, dest: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lrisc_sim.codec import codec_note
     from channels import make_channel
     from lrisc_sim.data import load_dataset
     from lrisc_sim.engine import resolve_device
@@ -42,7 +43,7 @@ def visual_grid(exp, dest: Path) -> Path:
     notes = []
     for spec in cfg.codecs:
         codec = make_codec(spec, device=str(dev), **cfg.codec_options.get(spec, {})).to(dev)
-        notes.append(f"{spec}: {codec.describe()}")
+        notes.append(codec_note(spec, codec))
         label = exp.labels.get(spec, spec)
         for snr in cfg.snr_db:
             y, maps, dec = send_one(codec, ch, x0, image_id, snr, cbr, cfg.seed, cfg.equalizer)

@@ -61,6 +61,8 @@ def test_tiny_experiment_end_to_end_and_resume(tiny, tmp_path):
     run_experiment(tiny, out=out, progress=False, device="cpu", quiet=True)  # nothing left to do
     assert len(pd.read_csv(out / "results.csv")) == 8
     assert (out / "results.csv").stat().st_mtime_ns == mtime
+    notes = (out / "codecs.txt").read_text().splitlines()  # a resume with nothing to do still names every codec
+    assert [n.split(" ")[0].rstrip(":") for n in notes] == ["softcast", "uncoded"]
 
 
 def test_ray_executor_matches_local(tiny, tmp_path):
@@ -78,6 +80,7 @@ def test_ray_executor_matches_local(tiny, tmp_path):
     a = pd.read_csv(local / "results.csv").sort_values(key).reset_index(drop=True)
     b = pd.read_csv(dist / "results.csv").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a[key + ["psnr", "cbr_total"]], b[key + ["psnr", "cbr_total"]])
+    assert (dist / "codecs.txt").read_text() == (local / "codecs.txt").read_text()
 
 
 @pytest.mark.parametrize("patch, msg", [
