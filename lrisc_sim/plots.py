@@ -38,7 +38,9 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
         width = int(30 * len(mets))
         foot = [w for line in footer for w in textwrap.wrap(line, 90 * len(mets), subsequent_indent="    ")]
         foot_h = 0.1 * len(foot) + (0.05 if foot else 0)
-        fig, axes = plt.subplots(1, len(mets), figsize=(5.2 * len(mets), 4.2 + foot_h), squeeze=False)
+        legend_w = 2.6  # inches to the right of the axes, so that the legend never hides a curve
+        fig_w = 4.6 * len(mets) + legend_w
+        fig, axes = plt.subplots(1, len(mets), figsize=(fig_w, 4.2 + foot_h), squeeze=False)
         for ax, m in zip(axes[0], mets):
             for (codec, channel, o), g in summary.groupby(["codec", "channel", other], sort=True):
                 g = g.sort_values(xcol)
@@ -53,15 +55,18 @@ def plot_summary(summary, out_dir: str | Path, metrics=("psnr", "lpips", "ms_ssi
             ax.set_ylabel(LABELS.get(m, m))
             if xcol == "cbr_target":
                 ticks = sorted(summary[xcol].unique())
+                ax.set_xscale("log", base=2)
+                ax.minorticks_off()
                 ax.set_xticks(ticks)
                 ax.set_xticklabels([cbr_label(t) for t in ticks], rotation=45)
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=8, loc="center right", frameon=False)
         wrapped = "\n".join(textwrap.fill(part, width) for part in note.split("\n")) if note else ""
         fig.suptitle(title + (f"\n{wrapped}" if wrapped else ""), fontsize=7)
         if foot:
             fig.text(0.01, 0.01, "\n".join(foot), fontsize=6, va="bottom", ha="left")
-        fig.tight_layout(rect=(0, foot_h / (4.2 + foot_h), 1, 1))
+        fig.tight_layout(rect=(0, foot_h / (4.2 + foot_h), 1 - legend_w / fig_w, 1))
         p = out_dir / fname
         fig.savefig(p, dpi=120)
         plt.close(fig)
