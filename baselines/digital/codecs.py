@@ -303,8 +303,10 @@ class EnvelopeCodec(Codec):
 
     def describe(self) -> str:
         v = self._variants[0]
+        link = v.describe().split(": ", 1)[1].rsplit(" + ", 1)[0]  # source + LDPC, without one modulation
         return (f"{self.name}: best-MCS envelope over {', '.join(s.mcs.name for s in self._variants)} "
-                f"(genie choice per image and SNR); " + v.describe().split(": ", 1)[1])
+                f"(genie choice per image and SNR); {link} + QAM of the chosen MCS, "
+                f"{v.link_options['demapping']} demapping")
 
     def to(self, device: torch.device | str) -> EnvelopeCodec:
         for v in self._variants:
