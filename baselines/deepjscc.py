@@ -338,6 +338,9 @@ class DeepJSCCCodec(Codec):
             m.to(self.device)
         return self
 
+    def weight_files(self) -> list[Path]:
+        return [self.paths[c] for c in sorted(self.paths)]
+
     def describe(self) -> str:
         cbrs = ", ".join(cbr_str(c) for c in sorted(self.paths, reverse=True)) or "none"
         return f"deepjscc (training SNR {self.snr} dB; checkpoints for CBR {cbrs})"

@@ -24,6 +24,9 @@ def _add_common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 on <= 2 cores, else half the cores)")
+    p.add_argument("--redo", action="append", default=[], metavar="CODEC",
+                   help="recompute the rows of these codec specs (comma-separated, repeatable), e.g. after "
+                        "retraining a checkpoint; other codecs resume as usual")
 
 
 def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
@@ -155,7 +158,8 @@ def cmd_sweep(a) -> int:
                       device=a.device, metrics=metrics, side_charge=a.side_charge,
                       codec_options={c: opts.get(split_spec(c)[0], {}) for c in codecs})
     _check_codecs(codecs)
-    run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress)
+    run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
+              redo=_redo(a.redo))
     return 0
 
 
@@ -168,13 +172,17 @@ def _check_codecs(codecs: list[str]) -> None:
             raise CliError(f"unknown codec '{name}': choose from {', '.join(CODECS)} (see 'lrisc-sim codecs')")
 
 
+def _redo(values: list[str]) -> list[str]:
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
+
+
 def cmd_run(a) -> int:
     from lrisc_sim.experiment import run_experiment
     from lrisc_sim.sweep import set_threads
 
     set_threads(a.threads)
     run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
-                   progress=not a.no_progress, device=a.device)
+                   progress=not a.no_progress, device=a.device, redo=_redo(a.redo))
     return 0
 
 

@@ -8,6 +8,7 @@ side bits are charged in channel uses by a ``SideInfoCharge`` rule, printed with
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,10 @@ class Codec(ABC):
     def describe(self) -> str:
         """One line naming the codec, its checkpoint or external tools."""
         return self.name
+
+    def weight_files(self) -> list[Path]:
+        """Checkpoint files whose contents determine the codec's output (fingerprinted to detect stale results)."""
+        return []
 
     # set by the engine before encode: the unpadded size, for CBR accounting
     original_hw: tuple[int, int] | None = None

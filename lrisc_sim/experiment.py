@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,10 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def run_experiment(path: str | Path, out: str | Path | None = None, executor: str = "local",
-                   ray_address: str | None = None, progress: bool = True, device: str = "auto", quiet: bool = False):
-    """Run (or resume) an experiment into its output folder; returns the summary (sweeps) or grid path."""
+                   ray_address: str | None = None, progress: bool = True, device: str = "auto", quiet: bool = False,
+                   redo: Sequence[str] = ()):
+    """Run (or resume) an experiment into its output folder; returns the summary (sweeps) or grid path.
+    ``redo``: codec specs whose rows are recomputed (a visual grid is always made anew)."""
     exp = load_experiment(path)
     exp.sweep.device = device
     dest = Path(out) if out else exp.out
@@ -198,7 +201,7 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
         from lrisc_sim.sweep import run_sweep
 
         result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
-                           quiet=quiet, title=exp.title, labels=exp.labels)
+                           quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)
     if dest.resolve().parent.name == "results":  # keep results/README.md in step with the tables
         from lrisc_sim.report import write_report
 

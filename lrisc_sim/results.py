@@ -67,6 +67,22 @@ class ResultsTable:
             self.done.add(point_key(r["codec"], r["cbr_target"], r["snr_db"], r["channel"], r["trial"], r["image"]))
 
 
+    def drop(self, codecs: Iterable[str]) -> int:
+        """Remove every row of ``codecs`` (atomically: a rewritten copy replaces the file); returns how many."""
+        codecs = set(codecs)
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        keep = [rows[0]] + [r for r in rows[1:] if r[0] not in codecs]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.done = {k for k in self.done if k[0] not in codecs}
+        return len(rows) - len(keep)
+
+
 def _fmt(v) -> str:
     if v is None:
         return ""

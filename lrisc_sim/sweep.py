@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,10 +23,40 @@ def _config_record(cfg: SweepConfig, channel_desc: str) -> dict:
     return d
 
 
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def fingerprints(engine: Engine, specs: list[str]) -> dict[str, dict]:
+    """Per codec spec: its options and the digests of its weight files; rows made under another fingerprint are
+    stale."""
+    return {spec: {"options": engine.cfg.codec_options.get(spec, {}),
+                   "weights": {p.name: file_digest(p) for p in engine.codec(spec).weight_files()}}
+            for spec in specs}
+
+
+def _check_stale(out: Path, old: dict, new: dict[str, dict], done: set[tuple]) -> None:
+    """Refuse to resume rows made by other weights or options (the numbers would mix two models)."""
+    with_rows = {k[0] for k in done}
+    for spec, fp in new.items():
+        before = old.get(spec)
+        if spec in with_rows and before is not None and before != fp:
+            changed = sorted(set(before.get("weights", {}).items()) ^ set(fp.get("weights", {}).items()))
+            what = (f"weights {', '.join(sorted({n for n, _ in changed}))} changed" if changed else "options changed")
+            raise ValueError(f"{out}: the {spec} rows were made with other {spec} settings ({what}); rerun with "
+                             f"--redo {spec} to recompute them, or choose another --out folder")
+
+
 def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_address: str | None = None,
               progress: bool = True, quiet: bool = False, title: str | None = None,
-              labels: dict[str, str] | None = None):
-    """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone."""
+              labels: dict[str, str] | None = None, redo: Sequence[str] = ()):
+    """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone, except
+    those of the codecs in ``redo``; rows made with other weights or options stop the resume with an error."""
     from channels import make_channel
     from lrisc_sim.data import load_dataset
 
@@ -32,17 +64,28 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
     channel = make_channel(cfg.channel)
     device = resolve_device(cfg.device)
     cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    if old:
         if old.get("seed") != cfg.seed:
             raise ValueError(f"{out} holds a sweep with seed {old.get('seed')}; resume with --seed {old.get('seed')} "
                              "or choose another --out folder")
     items = load_dataset(cfg.dataset, cfg.limit)
     table = ResultsTable(out / "results.csv")
     engine = Engine(cfg, channel, device)
+    unknown = sorted(set(redo) - set(cfg.codecs))
+    if unknown:
+        raise ValueError(f"--redo {', '.join(unknown)}: not a codec of this sweep (codecs: {', '.join(cfg.codecs)})")
+    if redo:
+        n = table.drop(redo)
+        if not quiet:
+            print(f"lrisc-sim: removed {n} rows of {', '.join(redo)} to recompute them", file=sys.stderr)
+    fps = json.loads(json.dumps(fingerprints(engine, list(cfg.codecs)), default=str))  # as stored
+    _check_stale(out, old.get("codec_fingerprints", {}), fps, table.done)
     tasks = engine.plan(items, table.done)
     total = count_points(tasks)
-    cfg_path.write_text(json.dumps(_config_record(cfg, channel.describe()), indent=2))
+    record = _config_record(cfg, channel.describe())
+    record["codec_fingerprints"] = {**old.get("codec_fingerprints", {}), **fps}
+    cfg_path.write_text(json.dumps(record, indent=2))
     if not quiet:
         done = len(table.done)
         print(f"lrisc-sim: {len(items)} images, codecs {', '.join(cfg.codecs)}, CBR "

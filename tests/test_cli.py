@@ -78,6 +78,20 @@ def test_resume_refuses_other_seed(tiny_folder, tmp_path, capsys):
     assert "seed 1" in capsys.readouterr().err
 
 
+def test_redo_recomputes_only_named_codecs(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(sweep_args(tiny_folder, out)) == 0
+    before = pd.read_csv(out / "results.csv")
+    assert main(sweep_args(tiny_folder, out, "--redo", "uncoded")) == 0
+    assert "removed 36 rows of uncoded" in capsys.readouterr().err
+    after = pd.read_csv(out / "results.csv")
+    assert len(after) == len(before) == 72
+    assert list(after["codec"].iloc[-36:].unique()) == ["uncoded"]  # appended again at the end
+    assert main(sweep_args(tiny_folder, out, "--redo", "softcast,bogus")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--redo bogus: not a codec of this sweep" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("args, msg", [
     (["sweep", "--snr", "0:15:0"], "bad SNR"),
     (["sweep", "--cbr", "1/x"], "bad CBR"),

@@ -122,3 +122,67 @@ def test_visual_experiment_grid(tiny, tmp_path):
     assert grid.is_file() and grid.stat().st_size > 1000
     m = pd.read_csv(out / "metrics.csv")
     assert len(m) == 4 and set(m["codec"]) == {"softcast", "uncoded"}
+
+
+STALE = """
+name = "stale"
+dataset = "{data}"
+batch_size = 2
+metrics = ["psnr"]
+
+[grid]
+snr = "5"
+cbr = "1/48"
+
+[[codecs]]
+spec = "deepjscc"
+checkpoint = "{ck}"
+
+[[codecs]]
+spec = "softcast"
+"""
+
+
+def test_changed_weights_stop_the_resume_until_redo(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from baselines.deepjscc import CHECKPOINT_DIR
+
+    src = CHECKPOINT_DIR / "deepjscc_cbr1-48_snr10.safetensors"
+    ck = tmp_path / "mine.safetensors"
+    ck.write_bytes(src.read_bytes())
+    f = tmp_path / "stale.toml"
+    f.write_text(STALE.format(data=tmp_path / "imgs", ck=ck))
+    out = tmp_path / "out"
+    run_experiment(f, out=out, progress=False, device="cpu", quiet=True)
+    before = pd.read_csv(out / "results.csv").sort_values(["codec", "image"]).reset_index(drop=True)
+
+    from safetensors import safe_open
+
+    with safe_open(str(src), "pt") as h:
+        meta = h.metadata()
+    w = load_file(str(src))
+    name = sorted(k for k in w if w[k].is_floating_point() and w[k].ndim == 4)[0]
+    w[name] = w[name] * 1.5  # "retrained"
+    save_file(w, str(ck), metadata=meta)
+    with pytest.raises(ValueError, match=r"deepjscc rows were made with other deepjscc settings \(weights "
+                                         r"mine.safetensors changed\); rerun with --redo deepjscc"):
+        run_experiment(f, out=out, progress=False, device="cpu", quiet=True)
+    with pytest.raises(ValueError, match="--redo nope: not a codec of this sweep"):
+        run_experiment(f, out=out, progress=False, device="cpu", quiet=True, redo=["nope"])
+
+    run_experiment(f, out=out, progress=False, device="cpu", quiet=True, redo=["deepjscc"])
+    after = pd.read_csv(out / "results.csv").sort_values(["codec", "image"]).reset_index(drop=True)
+    assert len(after) == len(before) == 4
+    soft = after["codec"] == "softcast"
+    assert after.loc[soft, "psnr"].tolist() == before.loc[soft, "psnr"].tolist()  # kept, not recomputed
+    assert (after.loc[~soft, "psnr"] != before.loc[~soft, "psnr"]).all()
+    run_experiment(f, out=out, progress=False, device="cpu", quiet=True)  # resumes cleanly now
+
+
+def test_changed_codec_options_are_stale_too(tiny, tmp_path):
+    out = tmp_path / "results" / "tiny"
+    run_experiment(tiny, out=out, progress=False, device="cpu", quiet=True)
+    tiny.write_text(tiny.read_text().replace('spec = "softcast"', 'spec = "softcast"\nchunk = 8'))
+    with pytest.raises(ValueError, match="softcast rows were made with other softcast settings"):
+        run_experiment(tiny, out=out, progress=False, device="cpu", quiet=True)

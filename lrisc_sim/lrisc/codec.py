@@ -87,6 +87,9 @@ class LRISCCodec(Codec):
         self.model.to(self.device)
         return self
 
+    def weight_files(self) -> list[Path]:
+        return [Path(self.checkpoint)] if self.checkpoint else []
+
     def describe(self) -> str:
         ck = self.checkpoint or "in-memory model"
         shipped = Path(__file__).resolve().parents[1] / "checkpoints"
