@@ -226,9 +226,13 @@ class LDPCCodec(SeparationCodec):
                                  stop_on_failure=stop_on_failure, demapping=demapping)
 
     def describe(self) -> str:
+        return f"{self.name}: {self.chain(self.mcs.modulation.upper())}"
+
+    def chain(self, modulation: str) -> str:
+        """Source coder + LDPC + ``modulation`` + demapping, in words."""
         o = self.link_options
-        return (f"{self.name}: {self.source.describe()} + 5G LDPC (Sionna, {o['num_iter']} BP iterations max, "
-                f"CRC24B per block) + {self.mcs.modulation.upper()}, {o['demapping']} demapping")
+        return (f"{self.source.describe()} + 5G LDPC (Sionna, {o['num_iter']} BP iterations max, CRC24B per block) "
+                f"+ {modulation}, {o['demapping']} demapping")
 
     def link(self, layout: BlockLayout) -> LDPCLink:
         """The (cached, shared by all codecs of the process) link of a layout; building one costs 0.1-1 s."""
@@ -302,11 +306,8 @@ class EnvelopeCodec(Codec):
         return list(self._variants)
 
     def describe(self) -> str:
-        v = self._variants[0]
-        link = v.describe().split(": ", 1)[1].rsplit(" + ", 1)[0]  # source + LDPC, without one modulation
         return (f"{self.name}: best-MCS envelope over {', '.join(s.mcs.name for s in self._variants)} "
-                f"(genie choice per image and SNR); {link} + QAM of the chosen MCS, "
-                f"{v.link_options['demapping']} demapping")
+                f"(genie choice per image and SNR); {self._variants[0].chain('QAM of the chosen MCS')}")
 
     def to(self, device: torch.device | str) -> EnvelopeCodec:
         for v in self._variants:
