@@ -22,7 +22,7 @@ import torch
 
 from lrisc_sim.provenance import cpu_name, git_commit
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
-                                cbr_str, default_levels, parse_cbr, save_model)
+                                cbr_str, default_levels, load_model, parse_cbr, read_config, save_model)
 
 # Paper-scale DeepJSCC on Kodak at 10 dB AWGN (DESIGN.md section 5): CBR -> PSNR (dB)
 REFERENCE_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}
@@ -41,6 +41,10 @@ class TrainConfig:
     crop: int = 96
     lr: float = 1e-3
     lr_final: float = 5e-5
+    warmup: int = 200  # linear warm-up steps, also after a restart without optimizer state
+    ema: float = 0.999  # EMA decay of the weights that are validated and exported (0: no EMA)
+    clip: float = 1.0  # gradient-norm clipping (0: none)
+    init: str | None = None  # warm start: a checkpoint whose matching tensors (the trunk) are loaded
     device: str = "cpu"
     out: str = "."
     state: str | None = None
@@ -49,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 500
     val_crop: int = 512
+    max_minutes: float | None = None
     eval_kodak: str | None = None
     eval_snr: float = 10.0
     arch: DeepJSCCConfig = field(default_factory=DeepJSCCConfig)
@@ -88,11 +93,14 @@ def command_line(cfg: TrainConfig) -> str:
     a = cfg.arch
     parts = ["lrisc-sim train deepjscc", f"--cbr {cfg.cbr}", f"--snr {cfg.snr}", f"--data {cfg.data}",
              f"--val {cfg.val}", f"--steps {cfg.steps}", f"--batch-size {cfg.batch_size}", f"--crop {cfg.crop}",
-             f"--lr {cfg.lr:g}", f"--lr-final {cfg.lr_final:g}", f"--seed {cfg.seed}",
+             f"--lr {cfg.lr:g}", f"--lr-final {cfg.lr_final:g}", f"--warmup {cfg.warmup}", f"--ema {cfg.ema:g}",
+             f"--clip {cfg.clip:g}", f"--seed {cfg.seed}",
              f"--levels {a.levels}", f"--extra {a.extra}", f"--width {a.first_width},{a.width}",
              f"--val-every {cfg.val_every}", f"--device {cfg.device}", f"--out {cfg.out}"]
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
+    if cfg.init:
+        parts.append(f"--init {cfg.init}")
     if cfg.eval_kodak:
         parts.append(f"--eval-kodak {cfg.eval_kodak}")
     return " ".join(parts)
@@ -100,20 +108,31 @@ def command_line(cfg: TrainConfig) -> str:
 
 # ---------------------------------------------------------------- data
 
+def data_folders(data: str) -> list[str]:
+    """``--data DIR[,DIR2,...]`` -> the folders."""
+    return [d for d in str(data).split(",") if d]
+
+
 def split_data(cfg: TrainConfig):
-    """Training crops and validation images (``list[(id, 3 x H x W)]``, centre-cropped to multiples of d)."""
+    """Training crops and validation images (``list[(id, 3 x H x W)]``, centre-cropped to multiples of d).
+
+    ``--data`` is one folder or several, comma-separated; ``--val N`` holds out the last N images of the first.
+    """
     from lrisc_sim.data import RandomCrops, image_paths, load_image
 
-    crops = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed)
-    paths = image_paths(cfg.data)
+    folders = data_folders(cfg.data)
+    if not folders:
+        raise DeepJSCCError("--data is empty: give a folder of training images (or several, comma-separated)")
+    paths = [image_paths(f) for f in folders]
     if cfg.val.isdigit():
         n = int(cfg.val)
-        if n >= len(paths):
-            raise DeepJSCCError(f"--val {n}: the data folder has only {len(paths)} images; hold out fewer")
-        val_paths = paths[len(paths) - n:] if n else []
-        crops.images = crops.images[: len(paths) - n]
+        if n >= len(paths[0]):
+            raise DeepJSCCError(f"--val {n}: {folders[0]} has only {len(paths[0])} images; hold out fewer")
+        val_paths = paths[0][len(paths[0]) - n:] if n else []
+        paths[0] = paths[0][: len(paths[0]) - n]
     else:
         val_paths = image_paths(cfg.val)
+    crops = RandomCrops(folders[0], cfg.crop, seed=cfg.seed, paths=[p for ps in paths for p in ps])
     d = cfg.arch.factor
     val = []
     for p in val_paths:
@@ -179,15 +198,52 @@ def evaluate(checkpoint: str | Path, folder: str | Path, snr_db: float = 10.0, s
 
 # ---------------------------------------------------------------- training
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Cosine decay from ``lr`` to ``lr_final`` over ``steps``."""
+def lr_at(step: int, cfg: TrainConfig, warm_from: int = 0) -> float:
+    """Cosine decay from ``lr`` to ``lr_final`` over ``steps``, after a linear warm-up of ``warmup`` steps that
+    starts at ``warm_from`` (0, or the step at which a run restarted without its optimizer state)."""
     t = min(step / max(cfg.steps, 1), 1.0)
-    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+    lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+    if cfg.warmup > 0 and step - warm_from < cfg.warmup:
+        lr *= (step - warm_from + 1) / cfg.warmup
+    return lr
+
+
+def default_state_path(name: str) -> Path:
+    """Resumable state outside the work tree: ``<cache>/train/deepjscc/NAME.state.safetensors``."""
+    from lrisc_sim.data import cache_dir
+
+    return cache_dir() / "train" / "deepjscc" / f"{name}.state.safetensors"
+
+
+def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
+    """Load every tensor of checkpoint ``path`` whose name and shape match ``model`` (the trunk); return the
+    names that were kept at their initial values (e.g. the c-channel layers of another CBR)."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise DeepJSCCError(f"--init {path}: no such checkpoint")
+    src = load_file(str(path))
+    own = model.state_dict()
+    kept = [k for k in own if k not in src or src[k].shape != own[k].shape]
+    model.load_state_dict({k: src[k] for k in own if k not in kept}, strict=False)
+    log(f"warm start from {path}: {len(own) - len(kept)} of {len(own)} tensors loaded"
+        + (f", new: {', '.join(kept)}" if kept else ""))
+    return kept
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
-    """Train one model; return its model card (also written beside the safetensors file in ``cfg.out``)."""
+    """Train one model; return its model card (also written beside the safetensors file in ``cfg.out``).
+
+    The EMA weights are validated every ``val_every`` steps and then exported to ``OUT/NAME.safetensors`` with
+    their model card, so the output folder always holds the latest usable model (commit it to move machines).
+    The resumable state (weights, EMA, Adam, RNG; safetensors + JSON, no pickle) lives outside the work tree
+    (:func:`default_state_path`, or ``--state``). ``--resume`` continues from it; when it is gone but
+    ``OUT/NAME.safetensors`` exists, training continues from those weights with a fresh optimizer and a
+    ``warmup``-step warm-up.
+    """
     from tqdm import tqdm
+
+    from lrisc_sim.train_state import EMA, StateError, load_state, save_state
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -198,66 +254,116 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise DeepJSCCError(f"--crop {cfg.crop} must be a multiple of the downsampling factor {cfg.arch.factor}")
     name = checkpoint_name(cfg.cbr, cfg.snr)
     out = Path(cfg.out)
-    state_path = Path(cfg.state) if cfg.state else out / f"{name}.state.pt"
+    path = out / f"{name}.safetensors"
+    state_path = Path(cfg.state) if cfg.state else default_state_path(name)
     device = torch.device(cfg.device)
+    amp = device.type == "cuda"
     torch.manual_seed(cfg.seed)
     model = DeepJSCC(cfg.arch).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     crops, val, val_names = split_data(cfg)
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, warm_from, prior_cpu_h = 0, 0.0, [], 0, 0.0
+    ema_state: dict = {}
     if cfg.resume and state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed, history = st["step"], st["elapsed"], st["history"]
-        torch.set_rng_state(st["rng"])
+        try:
+            meta, ema_state, _ = load_state(state_path, model, opt, device)
+        except StateError as e:
+            raise DeepJSCCError(str(e)) from None
+        step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
+        warm_from, prior_cpu_h = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
         log(f"resumed {state_path} at step {step}")
+    elif cfg.resume and path.is_file():
+        card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+        if read_config(path) != model.cfg:
+            raise DeepJSCCError(f"{path} has another architecture than this command: use the options of its "
+                                f"model card or another --out")
+        model.load_state_dict(load_model(path, device).state_dict())
+        step = int(card.get("steps", 0))
+        history = card.get("validation", {}).get("history", [])
+        elapsed = float(card.get("wall_time_s", 0.0))
+        prior_cpu_h = float(card.get("cpu_hours_prior", 0.0))
+        warm_from = step
+        log(f"no training state at {state_path}: continuing from the exported weights {path} at step {step} "
+            f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
+    elif cfg.init:
+        warm_start(model, cfg.init, log)
+    ema = EMA(model, cfg.ema, ema_state) if cfg.ema > 0 else None
     crops.seed = cfg.seed + 1000 * step  # fresh crop stream after a resume
     it = iter(crops)
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
+    threads = cfg.threads or torch.get_num_threads()
     log(f"{cfg.arch.describe()}; {sum(p.numel() for p in model.parameters())} parameters; "
-        f"{len(crops.images)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps")
+        f"{len(crops.images)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps; "
+        f"state {state_path}")
 
-    def save_state():
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "history": history, "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
-        tmp.replace(state_path)
+    def cpu_hours(t: float) -> float:
+        return prior_cpu_h + (0.0 if device.type == "cuda" else t * threads / 3600)
+
+    def meta() -> dict:
+        return {"step": step, "elapsed": elapsed, "history": history, "warm_from": warm_from,
+                "prior_cpu_hours": prior_cpu_h, "config": json.loads(json.dumps(asdict(cfg), default=str))}
+
+    def export() -> dict:
+        """Validate the EMA weights and write them with their model card to ``path``."""
+        eval_model = model
+        if ema is not None:
+            eval_model = DeepJSCC(cfg.arch).to(device)
+            ema.copy_to(eval_model)
+        v = validate(eval_model, val, val_snr, device)
+        history.append({"step": step, "train_loss": round(run_loss, 6), "val_psnr": round(v, 4),
+                        "seconds": round(elapsed, 1), "cpu_hours": round(cpu_hours(elapsed), 4)})
+        card = model_card(cfg, eval_model, history, elapsed, val_names, val_snr)
+        card["cpu_hours"] = round(cpu_hours(elapsed), 4)
+        card["cpu_hours_prior"] = prior_cpu_h
+        card["status"] = "final" if step >= cfg.steps else f"in training (step {step} of {cfg.steps})"
+        save_model(eval_model, path, card)
+        return card
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"deepjscc {cfg.cbr}", mininterval=1 if sys.stderr.isatty()
                else 60, dynamic_ncols=True)
-    ema = None
+    run_loss = history[-1]["train_loss"] if history else float("nan")
     t0 = time.time() - elapsed
+    t_start = time.time()
+    card: dict = {}
     while step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg, warm_from)
         x = crops.batch(cfg.batch_size, it).to(device)
         snr = lo + (hi - lo) * torch.rand(x.shape[0], device=device) if hi > lo else torch.tensor(lo)
-        y = model(x, snr)
-        loss = torch.mean((y - x) ** 2)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            y = model(x, snr)
+        loss = torch.mean((y.float() - x) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
         lv = float(loss.detach())
-        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        run_loss = lv if not math.isfinite(run_loss) else 0.98 * run_loss + 0.02 * lv
         bar.update(1)
-        bar.set_postfix(loss=f"{ema:.5f}", psnr=f"{float(psnr_from_mse(ema)):.2f}", refresh=False)
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        bar.set_postfix(loss=f"{run_loss:.5f}", psnr=f"{float(psnr_from_mse(run_loss)):.2f}", refresh=False)
+        over = cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes
+        if step % cfg.val_every == 0 or step == cfg.steps or over:
             elapsed = time.time() - t0
-            v = validate(model, val, val_snr, device)
-            history.append({"step": step, "train_loss": round(ema, 6), "val_psnr": round(v, 4),
-                            "seconds": round(elapsed, 1)})
-            bar.write(f"step {step}: train loss {ema:.5f} ({float(psnr_from_mse(ema)):.2f} dB), "
-                      f"val PSNR {v:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s")
-            save_state()
+            card = export()
+            save_state(state_path, model, opt, ema.shadow if ema else None, meta())
+            bar.write(f"step {step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
+                      f"val PSNR {history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s, "
+                      f"{cpu_hours(elapsed):.2f} CPU-h")
+            if over:
+                break
     bar.close()
-    elapsed = time.time() - t0
-    card = model_card(cfg, model, history, elapsed, val_names, val_snr)
-    path = out / f"{name}.safetensors"
-    save_model(model, path, card)
+    if step < cfg.steps:
+        log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; run the same command with "
+            f"--resume to continue (state {state_path})")
+        return card
+    if not card:  # nothing left to train (resumed a finished run)
+        elapsed = time.time() - t0
+        card = export()
     if cfg.eval_kodak:
         log(f"evaluating {path.name} on {cfg.eval_kodak} at {cfg.eval_snr:g} dB AWGN")
         card["kodak"] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)
@@ -275,7 +381,7 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
     from lrisc_sim.data import image_paths
 
     lo, hi = parse_snr_range(cfg.snr)
-    n_train = len(image_paths(cfg.data)) - (int(cfg.val) if cfg.val.isdigit() else 0)
+    n_train = sum(len(image_paths(f)) for f in data_folders(cfg.data)) - (int(cfg.val) if cfg.val.isdigit() else 0)
     return {
         "model": "DeepJSCC (Bourtsoulatze, Kurka, Gunduz 2019), complex AWGN channel, MSE",
         "architecture": {**asdict(model.cfg), "downsampling": model.cfg.factor, "latent_channels":
@@ -286,7 +392,10 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
         "training_snr_mode": "fixed" if lo == hi else "uniform per image",
         "data": {"train": cfg.data, "train_images": n_train, "crop": cfg.crop, "batch_size": cfg.batch_size,
                  "validation": val_names if cfg.val.isdigit() else cfg.val},
-        "optimizer": {"name": "Adam", "lr": cfg.lr, "lr_final": cfg.lr_final, "schedule": "cosine"},
+        "optimizer": {"name": "Adam", "lr": cfg.lr, "lr_final": cfg.lr_final, "warmup": cfg.warmup,
+                      "schedule": "linear warm-up, cosine", "grad_clip": cfg.clip},
+        "ema_decay": cfg.ema,
+        "warm_start": cfg.init,
         "steps": history[-1]["step"] if history else 0,
         "wall_time_s": round(elapsed, 1),
         "steps_per_s": round((history[-1]["step"] if history else 0) / max(elapsed, 1e-9), 3),
@@ -358,6 +467,13 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=d.crop, help="crop size (multiple of the downsampling factor)")
     p.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (cosine decay)")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="learning rate at the last step")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps (default %(default)s)")
+    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay of the exported weights (0: none)")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clipping (0: none)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="warm start: load the tensors of this checkpoint that fit (the trunk of another CBR)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (saving the state) after this many minutes; --resume continues")
     p.add_argument("--levels", type=int, default=None,
                    help="stride-2 layers, downsampling d = 2^levels (default: 2 where the CBR allows, else 3)")
     p.add_argument("--extra", type=int, default=None,
@@ -365,8 +481,10 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", default=f"{a.first_width},{a.width}", help="filters: FIRST,HIDDEN (or one number)")
     p.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--out", default=d.out, help="folder for NAME.safetensors and its NAME.json model card")
-    p.add_argument("--state", default=None, help="resumable training state (default OUT/NAME.state.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from the training state if it exists")
+    p.add_argument("--state", default=None,
+                   help="resumable training state (default ~/.cache/lrisc-sim/train/deepjscc/NAME.state.safetensors)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the training state, or else from OUT/NAME.safetensors with a fresh optimizer")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the crops")
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (and saved states)")
@@ -388,6 +506,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     arch.channels  # noqa: B018 (raises a clear error for a CBR the depth cannot give exactly)
     return TrainConfig(cbr=args.cbr, snr=args.snr, data=args.data, val=str(args.val), steps=args.steps,
                        batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_final=args.lr_final,
+                       warmup=args.warmup, ema=args.ema, clip=args.clip, init=args.init,
+                       max_minutes=args.max_minutes,
                        device=args.device, out=args.out, state=args.state, resume=args.resume,
                        threads=args.threads, seed=args.seed, val_every=args.val_every,
                        eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch)

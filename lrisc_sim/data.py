@@ -244,10 +244,12 @@ class RandomCrops(torch.utils.data.IterableDataset):
     """Endless random ``size x size`` crops (with random horizontal flips) from a folder of images.
 
     Images smaller than the crop are upscaled first. Used by the training commands. Yields ``3 x s x s``.
+    ``paths`` (optional) replaces the images found in ``folder``.
     """
 
-    def __init__(self, folder: str | os.PathLike, size: int, seed: int = 0, max_side: int | None = None):
-        self.images = [load_image(p) for p in image_paths(folder)]
+    def __init__(self, folder: str | os.PathLike, size: int, seed: int = 0, max_side: int | None = None,
+                 paths: list[Path] | None = None):
+        self.images = [load_image(p) for p in (paths if paths is not None else image_paths(folder))]
         if max_side:
             self.images = [_shrink(im, max_side) for im in self.images]
         self.size = size

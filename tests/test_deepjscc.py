@@ -157,8 +157,8 @@ def test_short_training_lowers_loss(tmp_path):
         im = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (a[c] * xx + a[(c + 1) % 3] * yy)) for c in range(3)], -1)
         Image.fromarray((im * 255).astype(np.uint8)).save(data / f"im{i}.png")
     cfg = TrainConfig(cbr="1/16", snr="5:15", data=str(data), val="1", steps=60, batch_size=4, crop=32, lr=3e-3,
-                      out=str(tmp_path / "out"), val_every=20, val_crop=64, threads=1,
-                      arch=DeepJSCCConfig(**SMALL))
+                      out=str(tmp_path / "out"), val_every=20, val_crop=64, threads=1, warmup=5,
+                      state=str(tmp_path / "state" / "s.safetensors"), arch=DeepJSCCConfig(**SMALL))
     card = train(cfg, log=lambda *a: None)
     hist = card["validation"]["history"]
     assert [h["step"] for h in hist] == [20, 40, 60]
@@ -176,6 +176,69 @@ def test_short_training_lowers_loss(tmp_path):
     assert 5 < ev["psnr_mean"] < 60
     table = write_summary(tmp_path / "out").read_text()
     assert "| 1/16 | 8 | 24 |" in table
+    # the state is gone (a new machine): continue from the exported weights with a fresh optimizer
+    (tmp_path / "state" / "s.safetensors").unlink()
+    cfg.steps = 100
+    msgs = []
+    card3 = train(cfg, log=msgs.append)
+    assert any("fresh optimizer" in m for m in msgs)
+    assert [h["step"] for h in card3["validation"]["history"]] == [20, 40, 60, 80, 100]
+    assert card3["cpu_hours"] >= card2["cpu_hours"]
+
+
+def _smooth_images(folder, n=3, size=64):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        a = rng.uniform(0.2, 1.0, 3)
+        im = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (a[c] * xx + a[(c + 1) % 3] * yy)) for c in range(3)], -1)
+        Image.fromarray((im * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_warm_start_loads_the_trunk_and_several_folders(tmp_path):
+    from baselines.deepjscc import load_model
+
+    a, b = _smooth_images(tmp_path / "a"), _smooth_images(tmp_path / "b")
+    base = dict(snr="10", data=f"{a},{b}", val="1", steps=4, batch_size=2, crop=32, val_every=4, val_crop=32,
+                threads=1, warmup=2)
+    src = TrainConfig(cbr="1/16", out=str(tmp_path / "o1"), state=str(tmp_path / "s1.safetensors"),
+                      arch=DeepJSCCConfig(**SMALL), **base)
+    card = train(src, log=lambda *a: None)
+    assert card["data"]["train_images"] == 5  # 3 + 3 minus the held-out one of the first folder
+    ckpt = tmp_path / "o1" / "deepjscc_cbr1-16_snr10.safetensors"
+    dst = TrainConfig(cbr="1/32", out=str(tmp_path / "o2"), state=str(tmp_path / "s2.safetensors"), init=str(ckpt),
+                      steps=0, arch=DeepJSCCConfig(**{**SMALL, "cbr": "1/32"}), **{k: v for k, v in base.items()
+                                                                                      if k != "steps"})
+    msgs = []
+    train(dst, log=msgs.append)
+    line = next(m for m in msgs if m.startswith("warm start"))
+    assert "new: encoder.net." in line and "decoder.net.0." in line  # the c-channel layers differ in shape
+    m1, m2 = load_model(ckpt), load_model(tmp_path / "o2" / "deepjscc_cbr1-32_snr10.safetensors")
+    assert torch.equal(m1.encoder.net[0].weight, m2.encoder.net[0].weight)
+    assert m1.encoder.net[-2].weight.shape != m2.encoder.net[-2].weight.shape
+
+
+def test_pickled_training_state_is_refused_and_never_run(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    state = tmp_path / "state.safetensors"
+    state.write_bytes(pickle.dumps({"model": Evil()}))
+    data = _smooth_images(tmp_path / "d")
+    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=2, batch_size=2, crop=32, val_every=2,
+                      out=str(tmp_path / "o"), state=str(state), resume=True, threads=1, arch=DeepJSCCConfig(**SMALL))
+    with pytest.raises(DeepJSCCError, match="pickle"):
+        train(cfg, log=lambda *a: None)
+    assert not marker.exists()
 
 
 @pytest.mark.skipif(not list(CHECKPOINT_DIR.glob("*.safetensors")), reason="no shipped checkpoints")
