@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     tp_py, bler_py = pyldpc_throughput(link, llr[: args.pyldpc_blocks], u[: args.pyldpc_blocks])
                 except ImportError:
-                    print("  pyldpc not installed (pip install pyldpc): no comparison")
+                    print("  pyldpc not installed (`make bench-ldpc` installs it): no comparison")
                     continue
                 print(f"  pyldpc  k={k:5d} n={link.layout.n_cb:5d} one word per call, max 20 iterations, stops at "
                       f"a valid code word: {tp_py / 1e3:8.2f} kbit/s (BLER {bler_py:.3f} on {args.pyldpc_blocks} "
