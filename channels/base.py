@@ -11,7 +11,7 @@ from channels.realization import Realization
 
 
 def snr_to_n0(snr_db: torch.Tensor | float) -> torch.Tensor:
-    """N0 = 10^(-SNR/10): SNR is Es/N0 in dB per complex symbol with P = 1 (DESIGN.md section 3)."""
+    """N0 = 10^(-SNR/10): SNR is Es/N0 in dB per complex symbol with P = 1 (ARCHITECTURE.md section 3.3)."""
     snr = torch.as_tensor(snr_db, dtype=torch.float32)
     return torch.pow(10.0, -snr / 10.0)
 

@@ -2,7 +2,7 @@
 
 All draws come from the per-image streams of a :class:`~channels.realization.Realization` (stream "fading" for
 the diffuse part, stream "phase" for the line-of-sight phase), so that the gains of an image depend only on
-(seed, image id, trial) and a codec sending fewer symbols sees the same first gains (DESIGN.md section 3).
+(seed, image id, trial) and a codec sending fewer symbols sees the same first gains (ARCHITECTURE.md section 3.5).
 """
 
 from __future__ import annotations

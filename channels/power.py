@@ -1,4 +1,4 @@
-"""Per-image power normalisation (DESIGN.md section 3: every image's symbols have average power P)."""
+"""Per-image power normalisation (ARCHITECTURE.md section 3.2: every image's symbols have average power P)."""
 
 from __future__ import annotations
 

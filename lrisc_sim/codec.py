@@ -1,6 +1,6 @@
 """The codec interface every transmission scheme implements, and its CBR accounting.
 
-CBR = k / (3 H W) with H x W the original image size (DESIGN.md section 3). A codec reports, per image, the
+CBR = k / (3 H W) with H x W the original image size (ARCHITECTURE.md section 3.4). A codec reports, per image, the
 complex channel uses of its payload and the bits of side information (rate indices, chunk metadata, headers);
 side bits are charged in channel uses by a ``SideInfoCharge`` rule, printed with every result.
 """

@@ -1,6 +1,6 @@
 """Image datasets: the builtin photos, any folder, Kodak; loading with conversion and clear errors.
 
-Images are returned as float32 tensors ``3 x H x W`` in [0, 1] (DESIGN.md section 3). Grayscale, palette, RGBA
+Images are returned as float32 tensors ``3 x H x W`` in [0, 1] (ARCHITECTURE.md section 3.1). Grayscale, palette, RGBA
 (composited on white) and 16-bit files are converted; anything unreadable raises ``DataError`` naming the file.
 """
 

@@ -1,4 +1,4 @@
-"""Parsing of SNR and CBR grids (DESIGN.md section 3).
+"""Parsing of SNR and CBR grids (ARCHITECTURE.md section 3.7).
 
 SNR: ``0:15:5`` is start:stop:step, inclusive (0, 5, 10, 15); ``start:stop`` uses step 1; lists ``0,3,7``;
 single values ``10``. CBR: fractions ``1/48`` or decimals ``0.02``, lists ``1/64,1/48``.

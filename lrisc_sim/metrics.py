@@ -1,6 +1,6 @@
 """Image quality metrics of the simulator: PSNR, MS-SSIM, LPIPS, per image.
 
-Convention (DESIGN.md section 3): both images are clamped to [0, 1] and rounded to uint8 levels (``quantize``)
+Convention (ARCHITECTURE.md section 3.1): both images are clamped to [0, 1] and rounded to uint8 levels (``quantize``)
 before any metric, and every metric is computed per image on the size it is given (callers crop padded outputs
 to the original size first). Averaging and confidence intervals are the engine's job.
 

@@ -77,7 +77,7 @@ def _claim_check(summary, x: str) -> str | None:
             f"{n} points.")
 
 
-PAPER_DEEPJSCC_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}  # literature, paper-scale training (DESIGN.md 5)
+PAPER_DEEPJSCC_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}  # literature, paper-scale training (ARCHITECTURE.md 5.2)
 
 
 def checkpoint_notes() -> list[str]:

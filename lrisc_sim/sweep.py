@@ -138,7 +138,7 @@ def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False, 
 
 def set_threads(n: int | None) -> None:
     """Torch intra-op threads: default 1 on machines with <= 2 cores (measured faster when the other core is
-    busy, DESIGN.md section 10), else half the cores."""
+    busy, ARCHITECTURE.md section 10.2), else half the cores."""
     import os
 
     if n is None:

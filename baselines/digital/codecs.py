@@ -27,9 +27,10 @@ When even the lowest quality of the source coder (QP 51 for BPG/HEVC) does not f
 and the image is lost at every SNR (``source_bytes`` 0): e.g. at CBR 1/48 a detailed 768 x 512 Kodak image
 needs more than QPSK 1/2 carries.
 
-**Fallback image** for lost images: every pixel equal to the per-channel mean of the 40 training photos of the
-project (``../shared/data/train``, mean over all pixels of all photos, RGB in [0, 1]):
-:data:`FALLBACK_RGB`. It is hard-coded so that the product does not read the training data at run time.
+**Fallback image** for lost images: every pixel equal to the per-channel mean of the 40 photos the shipped
+checkpoints were trained on (the development training set, not shipped; mean over all pixels of all photos, RGB
+in [0, 1]): :data:`FALLBACK_RGB`. It is hard-coded so that the product does not read the training data at run
+time.
 
 **The envelope protocol** (followed by ``lrisc_sim.engine``; :func:`run_envelope` does the same without it):
 
@@ -71,7 +72,7 @@ from channels.realization import Realization
 from lrisc_sim.codec import Codec, Decoded, Encoded
 from lrisc_sim.metrics import psnr
 
-#: Per-channel (R, G, B) mean of the 40 training photos (../shared/data/train/wiki001-040.png), computed once
+#: Per-channel (R, G, B) mean of the 40 training photos (wiki001-040.png of the development data), computed once
 #: as sum of all pixel values / number of pixels over all photos, in [0, 1]:
 #: np.concatenate([np.asarray(Image.open(f).convert("RGB")).reshape(-1, 3) for f in files]).mean(0) / 255
 FALLBACK_RGB: tuple[float, float, float] = (0.41808925, 0.40288047, 0.39074346)

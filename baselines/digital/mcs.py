@@ -1,6 +1,6 @@
 """Modulation and coding schemes (MCS) of the digital baseline: QAM order and 5G LDPC code rate.
 
-The standard set (DESIGN.md section 5) is {1/3, 1/2, 2/3} with QPSK, {1/2, 2/3} with 16QAM and 1/2 with
+The standard set (ARCHITECTURE.md section 5.3) is {1/3, 1/2, 2/3} with QPSK, {1/2, 2/3} with 16QAM and 1/2 with
 64QAM. Names are written ``MODULATION-RATE``: ``qpsk-1/2``, ``16qam-2/3``, ``64qam-1/2``.
 """
 

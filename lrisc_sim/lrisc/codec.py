@@ -1,6 +1,6 @@
 """LRISC as an engine ``Codec``, the registry factory ``make_lrisc``, and ``transmit`` for Fig. 6.
 
-CBR accounting (DESIGN.md section 3): for a target CBR the encoder picks beta per image by bisection
+CBR accounting (ARCHITECTURE.md sections 3.4 and 4.2): for a target CBR the encoder picks beta per image by bisection
 (``jscc.rate_control``) so that
 
     payload uses sum_i v_{q_i}  +  side uses  <=  floor(CBR * 3 H W)     (H x W: the original, unpadded size)
