@@ -231,6 +231,17 @@ def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
     return kept
 
 
+def init_cpu_hours(path: str | Path) -> float:
+    """CPU-hours that went into a warm-start checkpoint, from its model card (0 if it has none)."""
+    card = Path(path).with_suffix(".json")
+    if not card.is_file():
+        return 0.0
+    c = json.loads(card.read_text())
+    if "cpu_hours" in c:
+        return float(c["cpu_hours"])
+    return float(c.get("wall_time_s", 0.0)) * int(c.get("threads") or 1) / 3600 if c.get("device", "cpu") == "cpu" else 0.0
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train one model; return its model card (also written beside the safetensors file in ``cfg.out``).
 
@@ -287,7 +298,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
     elif cfg.init:
         warm_start(model, cfg.init, log)
-    ema = EMA(model, cfg.ema, ema_state) if cfg.ema > 0 else None
+        prior_cpu_h = init_cpu_hours(cfg.init)
+    ema = EMA(model, cfg.ema, ema_state, updates=step - warm_from if ema_state else 0) if cfg.ema > 0 else None
     crops.seed = cfg.seed + 1000 * step  # fresh crop stream after a resume
     it = iter(crops)
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2

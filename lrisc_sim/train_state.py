@@ -112,10 +112,16 @@ def load_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers (decay ``decay``)."""
+    """Exponential moving average of a model's floating-point parameters and buffers.
 
-    def __init__(self, model: torch.nn.Module, decay: float = 0.999, state: dict[str, torch.Tensor] | None = None):
+    The decay at update n is min(decay, (1 + n) / (10 + n)), so that early in training (or after a warm start)
+    the average is not dominated by the initial weights. ``updates`` counts the updates (saved with the state).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999, state: dict[str, torch.Tensor] | None = None,
+                 updates: int = 0):
         self.decay = decay
+        self.updates = updates
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if state:
             for k, v in state.items():
@@ -124,10 +130,12 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if s.is_floating_point():
-                s.lerp_(v.detach(), 1 - self.decay)
+                s.lerp_(v.detach(), 1 - decay)
             else:
                 s.copy_(v)
 
