@@ -24,7 +24,7 @@ from lrisc_sim.provenance import cpu_name, git_commit
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
                                 cbr_str, default_levels, load_model, parse_cbr, read_config, save_model)
 
-# Paper-scale DeepJSCC on Kodak at 10 dB AWGN (DESIGN.md section 5): CBR -> PSNR (dB)
+# Paper-scale DeepJSCC on Kodak at 10 dB AWGN (ARCHITECTURE.md section 5.2): CBR -> PSNR (dB)
 REFERENCE_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}
 
 
@@ -423,29 +423,47 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
     }
 
 
+def card_cpu_hours(c: dict) -> float:
+    """CPU-hours behind a model card (warm-start checkpoints included where the card counts them)."""
+    if "cpu_hours" in c:
+        return float(c["cpu_hours"])
+    return float(c.get("wall_time_s", 0.0)) * int(c.get("threads") or 1) / 3600
+
+
 def write_summary(folder: str | Path) -> Path:
-    """Write ``folder/README.md``: one table row per model card (``*.json``) in ``folder``."""
+    """Write ``folder/README.md`` from the model cards (``deepjscc_*.json``) in ``folder``: one row per
+    checkpoint, and the validation PSNR per CPU-hour of each so that the training curves are visible."""
     folder = Path(folder)
-    rows = []
+    rows, curves = [], []
     for p in sorted(folder.glob("deepjscc_*.json")):
         c = json.loads(p.read_text())
         a, k = c["architecture"], c.get("kodak", {})
         ref = REFERENCE_KODAK_10DB.get(c["cbr"])
         snr = c["training_snr_db"]
-        rows.append((float(parse_cbr(c["cbr"])), f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
+        f = float(parse_cbr(c["cbr"]))
+        init = c.get("warm_start")
+        rows.append((f, f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
                      f"{a['first_width']}/{a['width']} | {a['parameters']:,} | "
                      f"{snr if not isinstance(snr, list) else f'{snr[0]:g}:{snr[1]:g}'} | {c['steps']} | "
-                     f"{c['wall_time_s'] / 60:.0f} | {c['validation']['psnr']:.2f} | "
+                     f"{c['data']['crop']} | {card_cpu_hours(c):.2f} | {c['validation']['psnr']:.2f} | "
                      f"{k.get('psnr_mean', float('nan')):.2f} +/- {k.get('psnr_ci95', float('nan')):.2f} | "
-                     f"{ref if ref else '-'} | `{p.with_suffix('.safetensors').name}` |"))
+                     f"{ref if ref else '-'} | {c.get('status', 'final')} | "
+                     f"{'`' + Path(init).name + '`' if init else '-'} |"))
+        hist = c["validation"]["history"]
+        if hist:
+            pts = hist if len(hist) <= 12 else [hist[round(i * (len(hist) - 1) / 11)] for i in range(12)]
+            curves.append((f, f"| {c['cbr']} | " + ", ".join(
+                f"{h.get('cpu_hours', h['seconds'] * int(c.get('threads') or 1) / 3600):.2f} h: "
+                f"{h['val_psnr']:.2f}" for h in pts) + " |"))
     head = [
         "# DeepJSCC checkpoints",
         "",
-        "Trained by `lrisc-sim train deepjscc` (command, commit and full history in each `.json` model card).",
-        "Kodak: the 24 images at 10 dB AWGN, common random numbers (seed 0, trial 0, ids = file stems), PSNR on",
-        "outputs rounded to uint8, mean +/- 95% CI over images. Validation: centre 512x512 crops of the 4 held-out",
-        "training images at the training SNR. The paper-scale column is DeepJSCC trained at full scale (DESIGN.md",
-        "section 5); these small CPU models are trained for minutes, so they fall short of it by the margin shown.",
+        "Trained by `lrisc-sim train deepjscc` (`scripts/train_deepjscc.sh` runs the whole recipe; the command,",
+        "commit, CPU and full validation history are in each `.json` model card). Kodak: the 24 images at 10 dB",
+        "AWGN, common random numbers (seed 0, trial 0, ids = file stems), PSNR on outputs rounded to uint8, mean +/-",
+        "95% CI over images. Validation: centre 512x512 crops of the 4 held-out training images at the training SNR",
+        "(EMA weights where the card has `ema_decay` > 0). The paper-scale column is DeepJSCC trained at full",
+        "scale (ARCHITECTURE.md section 5.2); CPU-hours count every warm-start checkpoint behind a model.",
         "",
         "Architecture (`baselines/deepjscc.py`): encoder = 5x5 convolutions with PReLU, no batch norm, `levels`",
         "of them with stride 2 (d = 2^levels), then `extra` stride-1 ones, then a 5x5 convolution to c channels",
@@ -455,12 +473,14 @@ def write_summary(folder: str | Path) -> Path:
         "exact for H, W multiples of d; other sizes are padded by the engine and the encoder sends only the first",
         "floor(CBR 3 H W) symbols (latent positions inside the image first), so the CBR stays exact.",
         "",
-        "| CBR | d | c | filters | parameters | train SNR (dB) | steps | minutes | val PSNR | Kodak PSNR @10 dB "
-        "| paper-scale | file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CBR | d | c | filters | parameters | train SNR (dB) | steps | crop | CPU-hours | val PSNR "
+        "| Kodak PSNR @10 dB | paper-scale | status | warm start |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    tail = ["", "## Validation PSNR (dB) against CPU-hours", "",
+            "| CBR | CPU-hours: val PSNR |", "|---|---|"] + [r for _, r in sorted(curves)]
     out = folder / "README.md"
-    out.write_text("\n".join(head + [r for _, r in sorted(rows)]) + "\n")
+    out.write_text("\n".join(head + [r for _, r in sorted(rows)] + tail) + "\n")
     return out
 
 

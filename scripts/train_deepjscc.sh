@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Trains the five shipped DeepJSCC checkpoints (CBR 1/64 .. 1/16, complex AWGN at 10 dB, MSE) in one call, on a
+# CPU or a CUDA GPU, and copies the results into lrisc_sim/checkpoints/deepjscc/ with their model cards.
+#
+#   scripts/train_deepjscc.sh                       # all five, CPU, one thread each, state in ~/.cache
+#   DEVICE=cuda BATCH=64 CROP=256 scripts/train_deepjscc.sh
+#   CBRS="1/24" STEPS=20000 scripts/train_deepjscc.sh   # one of them
+#
+# The order is the recipe: 1/24 first (the main model, warm-started from the shipped 1/24 when one exists),
+# then every other CBR warm-started from 1/24's trunk (all layers but the c-channel ones) for FT_STEPS steps.
+# Every run is resumable: the state (weights, EMA, Adam, RNG; no pickle) lives in ~/.cache/lrisc-sim/train and
+# the EMA weights + model card are exported to $OUT at every validation, so re-running the same command after
+# an interruption, or on a new machine from the committed weights, continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cpu}
+DATA=${DATA:-../shared/data/train,../shared/data/train_extra}
+KODAK=${KODAK:-../shared/data/kodak}
+OUT=${OUT:-runs/train/deepjscc}
+SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
+CBRS=${CBRS:-"1/24 1/16 1/32 1/48 1/64"}
+STEPS=${STEPS:-20000}        # steps of the main model (1/24)
+FT_STEPS=${FT_STEPS:-8000}   # steps of each warm-started model
+BATCH=${BATCH:-16}
+CROP=${CROP:-96}             # d = 4 models
+CROP8=${CROP8:-128}          # d = 8 models (1/64, 1/48, 1/32): larger crops for the smaller latent
+THREADS=${THREADS:-1}
+LRISC_SIM=${LRISC_SIM:-lrisc-sim}
+mkdir -p "$OUT"
+name() { echo "deepjscc_cbr${1/\//-}_snr10"; }
+main=$(name 1/24)
+for cbr in $CBRS; do
+  n=$(name "$cbr")
+  case "$cbr" in 1/24|1/16) arch="--levels 2 --extra 2"; crop=$CROP ;; *) arch="--levels 3 --extra 1"; crop=$CROP8 ;; esac
+  if [ "$cbr" = 1/24 ]; then
+    steps=$STEPS; lr=5e-4
+    init=""; [ -f "$SHIP/$main.safetensors" ] && [ ! -f "$OUT/$main.safetensors" ] && init="--init $SHIP/$main.safetensors"
+  else
+    steps=$FT_STEPS; lr=3e-4; init="--init $OUT/$main.safetensors"
+    [ -f "$OUT/$main.safetensors" ] || { echo "train 1/24 first (CBRS=\"1/24 ...\")" >&2; exit 2; }
+  fi
+  kodak=""; [ -d "$KODAK" ] && kodak="--eval-kodak $KODAK"
+  $LRISC_SIM train deepjscc --cbr "$cbr" --snr 10 --data "$DATA" --val 4 --steps "$steps" --batch-size "$BATCH" \
+    --crop "$crop" --lr "$lr" --lr-final 1e-5 --warmup 200 $arch --width 32,64 --val-every 500 --device "$DEVICE" \
+    --threads "$THREADS" --out "$OUT" --resume $init $kodak
+  if grep -q '"status": "final"' "$OUT/$n.json"; then
+    cp "$OUT/$n.safetensors" "$OUT/$n.json" "$SHIP/"
+  fi
+done
+python -c "from baselines.deepjscc_train import write_summary; print(write_summary('$SHIP'))"
