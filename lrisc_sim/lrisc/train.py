@@ -15,9 +15,10 @@ eq. (11) (x_hat0 and x_bar0 terms, rate, latent term) at a lower learning rate.
 In stages 2 and 3, each image gets a random target CBR (log-uniform over ``cbr_range``) and its rate indices
 come from the same rate control as at inference, so one model serves every CBR.
 
-Every stage is resumable (state in ``OUT/stageS/state.pt``, saved every few minutes and at validations):
-re-running the same command continues. The result is ``OUT/stageS/lrisc_PRESET_stageS.safetensors`` plus a
-JSON model card; ``--ship`` also copies it to the package's checkpoint folder (the codec's default).
+Every stage is resumable (state in ``OUT/stageS/state.safetensors``: tensors and JSON, no pickle; saved every few
+minutes and at validations): re-running the same command continues; an old pickled ``state.pt`` is refused. The
+result is ``OUT/stageS/lrisc_PRESET_stageS.safetensors`` plus a JSON model card; ``--ship`` also copies it to the
+package's checkpoint folder (the codec's default).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ from lrisc_sim.lrisc.config import TrainConfig, preset, train_preset
 from lrisc_sim.lrisc.jscc import RateControlError, rate_control
 from lrisc_sim.lrisc.losses import LossOutput, Perceptual, psnr_01, rdp_loss
 from lrisc_sim.lrisc.model import LRISC
+from lrisc_sim.train_state import StateError, load_state
+from lrisc_sim.train_state import save_state as write_state
 
+STATE_NAME = "state.safetensors"  # OUT/stageS/STATE_NAME: the resumable state of a stage
 STAGE_NAMES = {1: "g_e, g_d, h_e, h_d without channel", 2: "f_e, f_d with AWGN channel", 3: "end-to-end fine-tuning"}
 
 
@@ -293,15 +297,18 @@ def train(cfg: RunConfig, log=print) -> dict:
     perceptual = load_perceptual(device, cfg.perceptual and tc.eta > 0, log)
     crops, val, val_names = split_data(cfg)
     sdir = cfg.stage_dir()
-    state_path = sdir / "state.pt"
+    state_path = sdir / STATE_NAME
     step, elapsed, history, ema = 0, 0.0, [], {}
-    if cfg.resume and state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed, history, ema = st["step"], st["elapsed"], st["history"], st.get("ema", {})
-        torch.set_rng_state(st["rng"])
-        log(f"resumed {state_path} at step {step}")
+    if cfg.resume:
+        legacy = sdir / "state.pt"  # written by earlier versions with torch.save (a pickle): never loaded
+        if not state_path.exists() and legacy.exists():
+            raise StateError(f"{legacy} is an old pickle/torch.save training state, which could run code and is "
+                             f"never loaded: delete it (stage {cfg.stage} then restarts from step 0) or pass "
+                             "--no-resume")
+        if state_path.exists():
+            meta, _, _ = load_state(state_path, model, opt, device)
+            step, elapsed, history, ema = int(meta["step"]), float(meta["elapsed"]), meta["history"], meta["ema"]
+            log(f"resumed {state_path} at step {step}")
     crops.seed = cfg.seed + 1000 * step + 100_000 * cfg.stage
     it = iter(crops)
     n_par = sum(p.numel() for p in model.parameters())
@@ -310,12 +317,9 @@ def train(cfg: RunConfig, log=print) -> dict:
         f"{len(val)} validation; {tc.crop}x{tc.crop} crops, batch {tc.batch}; {cfg.steps} steps; "
         f"d_p {'LPIPS' if perceptual else 'off'}")
 
-    def save_state() -> None:
-        sdir.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "history": history, "ema": ema, "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
-        tmp.replace(state_path)
+    def save_state() -> None:  # safetensors + JSON (lrisc_sim.train_state), written atomically; no pickle
+        write_state(state_path, model, opt, meta={"step": step, "elapsed": elapsed, "history": history,
+                                                  "ema": ema, "config": asdict(cfg)})
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
@@ -471,8 +475,9 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=float, default=None, help="initial weight of the warm-up auxiliary decoder")
     p.add_argument("--latent-weight", type=float, default=None, help="weight of ||z_hat - z||^2 in stages 2-3")
     p.add_argument("--init", default=None, help="weights to start from (default: the previous stage's in --out)")
-    p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.pt, lrisc_PRESET_stageS.*}")
-    p.add_argument("--no-resume", action="store_true", help="start the stage afresh even if OUT/stageS/state.pt exists")
+    p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.safetensors, lrisc_PRESET_stageS.*}")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start the stage afresh even if OUT/stageS/state.safetensors exists")
     p.add_argument("--device", default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=d.seed)
