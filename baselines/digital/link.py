@@ -200,7 +200,7 @@ class LDPCLink:
 
     def __init__(self, layout: BlockLayout, num_iter: int = 20, decode_batch: int | None = None,
                  demapping: str = "app", early_stop: bool = True, check_every: int = 2, stop_on_failure: bool = True,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", decoder: str = "fast"):
         from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
         from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
         from sionna.phy.fec.scrambling import TB5GScrambler
@@ -208,6 +208,9 @@ class LDPCLink:
 
         if decode_batch is not None and decode_batch < 1:
             raise ValueError("decode_batch must be >= 1")
+        if decoder not in ("fast", "sionna"):
+            raise ValueError("decoder must be 'fast' or 'sionna'")
+        self.decoder = decoder
         self.layout = layout
         self.num_iter = int(num_iter)
         self.decode_batch = None if decode_batch is None else int(decode_batch)
@@ -222,6 +225,7 @@ class LDPCLink:
         self.enc = LDPC5GEncoder(layout.k_cb, layout.n_cb, num_bits_per_symbol=m, device=dev, check_input=False)
         self.dec = LDPC5GDecoder(self.enc, num_iter=self.num_iter, hard_out=True, return_infobits=True,
                                  return_state=True, device=dev)
+        self._bp = None  # FloodingBP, built on first use
         self.scrambler = TB5GScrambler(n_rnti=1, n_id=1, channel_type="PDSCH", device=dev)
         self.mapper = Mapper("qam", m, device=dev)
         self.demapper = Demapper(demapping, "qam", m, device=dev)
@@ -272,6 +276,8 @@ class LDPCLink:
         state, which is bit-identical to running them in one call) and a code word leaves the batch once
         its CRC passes; words that never pass get all ``num_iter`` iterations.
         """
+        if self.decoder == "fast":
+            return self._decode_fast(llr)
         k = self.layout.k_cb - CRC_BITS
         bits = torch.zeros(llr.shape[0], k, device=llr.device)
         ok = torch.zeros(llr.shape[0], dtype=torch.bool, device=llr.device)
@@ -292,6 +298,24 @@ class LDPCLink:
                     keep = ~valid
                     rows, x, state = rows[keep], x[keep], state[keep]
         return bits, ok
+
+    @property
+    def bp(self):
+        """The :class:`~baselines.digital.bp.FloodingBP` decoder of ``dec`` (built on first use)."""
+        if self._bp is None:
+            from baselines.digital.bp import FloodingBP
+
+            self._bp = FloodingBP(self.dec)
+        return self._bp
+
+    def _decode_fast(self, llr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def crc_ok(u: torch.Tensor) -> torch.Tensor:
+            return self.crc_dec(u)[1][..., 0]
+
+        u_hat, ok = self.bp.decode(llr, self.num_iter, pool=self.batch, check_every=self.check_every,
+                                   accept=crc_ok if self.early_stop else None)
+        bits, valid = self.crc_dec(u_hat)
+        return bits.to(llr.device), (valid[..., 0] if ok is None else ok).to(llr.device)
 
     def receive(self, s: torch.Tensor, noise_var: torch.Tensor, active: torch.Tensor | None = None) -> LinkResult:
         lay = self.layout
