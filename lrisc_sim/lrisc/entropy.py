@@ -72,7 +72,8 @@ class GaussianConditional(nn.Module):
         return (upper - lower).clamp(min=LIKELIHOOD_MIN)
 
     def forward(self, z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.likelihood(z, mu, sigma)
+        with torch.autocast(z.device.type, enabled=False):  # likelihoods in float32 under mixed precision
+            return self.likelihood(z.float(), mu.float(), sigma.float())
 
 
 class FactorizedPrior(nn.Module):
@@ -135,4 +136,5 @@ class FactorizedPrior(nn.Module):
         return self._unflat(lik, shape).clamp(min=LIKELIHOOD_MIN)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.likelihood(y)
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods in float32 under mixed precision
+            return self.likelihood(y.float())

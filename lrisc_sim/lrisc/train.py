@@ -331,7 +331,9 @@ def train(cfg: RunConfig, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, lr)
         x = crops.batch(tc.batch, it).to(device)
-        out = stage_loss(model, cfg.stage, x, step, tc, perceptual)
+        # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = stage_loss(model, cfg.stage, x, step, tc, perceptual)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)

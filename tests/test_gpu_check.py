@@ -1,0 +1,49 @@
+"""The GPU check script's row comparison (the script itself needs a GPU; its logic is checked here)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def _row(codec, image, psnr, lpips, ok=True):
+    return {"codec": codec, "cbr_target": "1/48", "snr_db": 10.0, "trial": 0, "image": image, "psnr": psnr,
+            "lpips": lpips, "ok": ok}
+
+
+def test_compare_measures_differences_and_flips(tmp_path):
+    gc = _module()
+    a = _write(tmp_path / "a", [_row("lrisc", "x", 20.0, 0.4), _row("bpg-ldpc", "x", 30.0, 0.2),
+                                _row("bpg-ldpc", "y", 31.0, 0.2)])
+    b = _write(tmp_path / "b", [_row("bpg-ldpc", "y", 12.0, 0.8, ok=False), _row("lrisc", "x", 20.004, 0.4003),
+                                _row("bpg-ldpc", "x", 30.0, 0.2)])
+    r = gc.compare(a, b)
+    assert r["same_rows"] and r["ok_flips"] == [["bpg-ldpc", "1/48", 10.0, 0, "y"]]
+    assert abs(r["codecs"]["lrisc"]["max_dpsnr_db"] - 0.004) < 1e-9
+    assert abs(r["codecs"]["lrisc"]["max_dlpips"] - 3e-4) < 1e-9
+    assert r["codecs"]["bpg-ldpc"] == {"rows": 1, "max_dpsnr_db": 0.0, "max_dlpips": 0.0}  # the flip is apart
+
+
+def test_compare_reports_missing_rows(tmp_path):
+    gc = _module()
+    a = _write(tmp_path / "a", [_row("lrisc", "x", 20.0, 0.4), _row("lrisc", "y", 21.0, 0.4)])
+    b = _write(tmp_path / "b", [_row("lrisc", "x", 20.0, 0.4)])
+    r = gc.compare(a, b)
+    assert not r["same_rows"] and r["missing"] == [["lrisc", "1/48", 10.0, 0, "y"]]
