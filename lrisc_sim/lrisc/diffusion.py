@@ -10,10 +10,17 @@ step n) as a loss weight on || x0 - X_theta ||^2; ``loss_weighting``: ``snr`` us
 (default) clamps it to [1, ``snr_clip``] (truncated SNR, Salimans & Ho, and min-SNR clipping: the raw SNR
 reaches 10^4 at small n and makes training unstable), ``none`` uses 1.
 
-Sampling uses diffusers' schedulers with ``prediction_type="sample"``: ``DDIMScheduler`` with eta = 0 is eq. (8);
-``DPMSolverMultistepScheduler`` (2nd order, dpmsolver++) is the faster option. Images live in [-1, 1] here;
-callers convert from/to [0, 1]. The first x_N is drawn from per-image seeded generators, so decoding is
-reproducible and independent of the batch composition.
+Sampling uses diffusers' ``DPMSolverMultistepScheduler`` with ``prediction_type="sample"``, "trailing" timesteps
+(the first call at n = N_train) and a final step to alpha = 1 (``final_sigmas_type="zero"``): ``ddim`` is its
+first-order dpmsolver++ update, which is exactly eq. (8) (deterministic DDIM, eta = 0; Lu et al. 2022);
+``dpm`` is the second-order one, the faster option. Not diffusers' ``DDIMScheduler``: its step goes to
+n - N_train // steps, not to the next of its own trailing timesteps, so for step counts that do not divide
+N_train (3, 6, 7, 9, ...) every later network call sees a state one noise level off its time input and the
+last step ends at alpha_1 < 1 instead of alpha = 1, leaving sqrt(1 - alpha_1) eps_theta (0.01 eps for the
+linear schedule) in the output. ``tests/test_lrisc_diffusion.py`` checks that each call's state has the noise
+level of its time input, as in training. Images live in [-1, 1] here; callers convert from/to [0, 1]. The
+first x_N is drawn from per-image seeded generators, so decoding is reproducible and independent of the batch
+composition.
 """
 
 from __future__ import annotations
@@ -86,20 +93,18 @@ class ConditionalDiffusion:
     # ------------------------------------------------------------------ sampling (eq. 8)
     def scheduler(self, sampler: str | None = None):
         """A fresh diffusers scheduler for ``sampler`` (``ddim`` or ``dpm``), prediction_type "sample"."""
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+        from diffusers import DPMSolverMultistepScheduler
 
         c = self.cfg
-        common = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                      beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="sample")
         name = sampler or c.sampler
-        if name == "ddim":
-            return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True,
-                                 timestep_spacing="trailing")
-        if name == "dpm":
-            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
-                                               thresholding=False, timestep_spacing="trailing",
-                                               lower_order_final=True, final_sigmas_type="zero")
-        raise ValueError(f"unknown sampler '{name}': use 'ddim' or 'dpm'")
+        orders = {"ddim": 1, "dpm": 2}  # dpmsolver++ of order 1 is DDIM (eq. 8) with eta = 0
+        if name not in orders:
+            raise ValueError(f"unknown sampler '{name}': use 'ddim' or 'dpm'")
+        return DPMSolverMultistepScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                                           beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="sample",
+                                           algorithm_type="dpmsolver++", solver_order=orders[name],
+                                           thresholding=False, timestep_spacing="trailing", lower_order_final=True,
+                                           final_sigmas_type="zero")
 
     @staticmethod
     def initial_noise(shape: Sequence[int], seeds: Sequence[int], device: torch.device | str = "cpu",
@@ -119,11 +124,10 @@ class ConditionalDiffusion:
         steps = int(steps or self.cfg.steps)
         name = sampler or self.cfg.sampler
         sch = self.scheduler(name)
-        kw = {"eta": 0.0} if name == "ddim" else {}
         sch.set_timesteps(steps, device=device)
         x = self.initial_noise(shape, seeds, device)
         for t in sch.timesteps:
             index = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
-            x0 = denoise(x, self.time_input(index)).clamp(-1, 1)
-            x = sch.step(x0, t, x, **kw).prev_sample
+            x0 = denoise(x, self.time_input(index)).clamp(-1, 1)  # x0 clipped to the data range
+            x = sch.step(x0, t, x).prev_sample
         return x.clamp(-1, 1)
