@@ -255,6 +255,8 @@ class FloodingBP:
         pos_v[vn_edge] = np.arange(e)
         vrow = np.empty(self.num_vns, np.int64)  # VN -> its row in the grouped VN order
         vrow[vn_node] = np.arange(self.num_vns)
+        #: Sionna's edge index (its ``msg_v2c`` column) of every message row (check-node order)
+        self.edges = torch.from_numpy(cn_edge)
         self._cn2vn = torch.from_numpy(pos_c[vn_edge]).to(dev)  # c2v_vn = c2v_cn[_cn2vn]
         self._vn2cn = torch.from_numpy(pos_v[cn_edge]).to(dev)  # v2c_cn = v2c_vn[_vn2cn]
         self._vn_of_cn_row = torch.from_numpy(vrow[vn_idx[cn_edge]]).to(dev)  # grouped VN row of each CN-order edge
@@ -319,18 +321,17 @@ class FloodingBP:
             # ---- check nodes (cn_update_phi). Signs as bits of the float32 words: -0.0 + 0.0 = +0.0 counts as
             # positive, as torch.sign's 0 does in Sionna; the output sign is the parity of the other inputs'.
             vi = v2c.add_(0.0).view(torch.int32)
-            sgn = torch.bitwise_and(vi, _SIGN)
+            neg = torch.bitwise_right_shift(vi, 31)  # -1 where negative, else 0
             phi = self._phi(torch.bitwise_and(vi, _ABS).view(torch.float32))
             ext = torch.empty_like(phi)
             for d, cnt, off, s in zip(cn.degrees, cn.counts, cn.offsets, self._node_sums(cn, phi)):
                 seg = slice(off, off + d * cnt)
                 torch.sub(s.unsqueeze(0), phi[seg].view(d, cnt, -1), out=ext[seg].view(d, cnt, -1))
-                par = sgn[off: off + cnt].clone()
-                for j in range(1, d):
-                    par.bitwise_xor_(sgn[off + j * cnt: off + (j + 1) * cnt])
-                sgn[seg].view(d, cnt, -1).bitwise_xor_(par.unsqueeze(0))
+                ng = neg[seg].view(d, cnt, -1)
+                count = torch.sum(ng, dim=0, dtype=torch.int32)  # minus the number of negative inputs
+                ng.bitwise_xor_(count.unsqueeze(0))  # lowest bit: own sign xor parity = the output sign
             c2v = self._phi(ext)  # > 0
-            c2v.view(torch.int32).bitwise_or_(sgn)
+            c2v.view(torch.int32).bitwise_or_(neg.bitwise_and_(1).bitwise_left_shift_(31))
             if lm is not None and lm < PHI_MAX:  # |phi| <= phi(PHI_MIN) < 16.7: a no-op otherwise
                 c2v.clamp_(-lm, lm)
             # ---- variable nodes (vn_update_sum)
