@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from channels.base import Received
 from channels.power import complex_to_real, real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, too_few_uses
 
 ESTIMATORS = ("llse", "zf")
 # options the engine may pass to every codec; these codecs have no model, so they ignore them
@@ -87,6 +87,16 @@ def parse_arg(arg: str | None) -> dict[str, str]:
             key, sep, val = part.partition("=")
             out[key.strip() if sep else ""] = (val if sep else key).strip()
     return out
+
+
+def typed_option(codec: str, arg: str | None, key: str, value, typ: type, example: str):
+    """``typ(value)`` for option ``key`` of a codec spec, or a one-line ``ValueError`` naming the spec."""
+    try:
+        return typ(value)
+    except (TypeError, ValueError):
+        spec = f"{codec}:{arg}" if arg else codec
+        kind = "an integer" if typ is int else "a number"
+        raise ValueError(f"bad codec spec '{spec}': {key} must be {kind}, got {value!r}; e.g. {example}") from None
 
 
 def side_charge_option(v: SideInfoCharge | str | None) -> SideInfoCharge:
@@ -172,8 +182,9 @@ class Uncoded(Codec):
         snr = None if snr_db is None else torch.as_tensor(snr_db).cpu()
         k_img = budget - self.side_charge.uses(side_bits, snr).long().expand(b)
         if (k_img < 1).any():
-            raise ValueError(f"CBR {cbr} allows {budget} channel uses, too few for uncoded's side information "
-                             f"({self.SIDE_BITS} bits, {self.side_charge.describe()})")
+            need = budget - int(k_img.min()) + 1  # side uses + at least one use of pixels
+            raise too_few_uses("uncoded", cbr, budget, need, self.original_hw or (h, w),
+                               f"side information ({self.SIDE_BITS} bits, {self.side_charge.describe()}) and pixels")
         groups, cols = [], []
         for k in torch.unique(k_img).tolist():
             rows = (k_img == k).nonzero().squeeze(1)
@@ -253,5 +264,6 @@ def make_uncoded(arg: str | None = None, **options) -> Uncoded:
     if bad:
         raise ValueError(f"uncoded: unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(sorted(known))}")
     if "skip_fraction" in opts:
-        opts["skip_fraction"] = float(opts["skip_fraction"])
+        opts["skip_fraction"] = typed_option("uncoded", arg, "skip_fraction", opts["skip_fraction"], float,
+                                             "uncoded:skip_fraction=0.1")
     return Uncoded(**opts)

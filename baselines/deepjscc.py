@@ -197,13 +197,15 @@ class DeepJSCC(nn.Module):
         z = complex_to_real(s).reshape(s.shape[0], h, w, self.cfg.channels).permute(0, 3, 1, 2)
         return self.decoder(z.contiguous())
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, snr_db: torch.Tensor | float,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Training path: ``noise`` (``B x k`` complex, CN(0, 1); drawn here if None) scaled by sqrt(N0)."""
         s = self.encode(x)
         n0 = torch.pow(10.0, -torch.as_tensor(snr_db, dtype=torch.float32, device=x.device) / 10)
         n0 = n0.expand(x.shape[0])[:, None]
-        noise = torch.randn_like(s) * torch.sqrt(n0)  # complex randn: CN(0, 1)
+        noise = torch.randn_like(s) if noise is None else noise.to(s.device)  # complex randn: CN(0, 1)
         d = self.cfg.factor
-        return self.decode(s + noise, (x.shape[-2] // d, x.shape[-1] // d))
+        return self.decode(s + noise * torch.sqrt(n0), (x.shape[-2] // d, x.shape[-1] // d))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -241,17 +243,24 @@ def save_model(model: DeepJSCC, path: str | Path, card: dict | None = None) -> N
 
 def read_config(path: str | Path) -> DeepJSCCConfig:
     """The architecture stored in a checkpoint's metadata (reads the header only)."""
-    from safetensors import safe_open
+    from lrisc_sim.safeio import CheckpointError, safetensors_metadata
 
     path = Path(path)
     if not path.is_file():
         raise DeepJSCCError(f"DeepJSCC checkpoint {path} not found")
+    fix = "give a DeepJSCC .safetensors checkpoint written by `lrisc-sim train deepjscc`"
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = safetensors_metadata(path, "DeepJSCC checkpoint", fix)  # refuses pickles unparsed
+    except CheckpointError as e:
+        raise DeepJSCCError(str(e)) from None
+    if meta.get("format") == "lrisc-v1":
+        raise DeepJSCCError(f"{path} is an LRISC checkpoint, not a DeepJSCC one: use it with --checkpoint "
+                            f"lrisc=PATH; {fix}")
+    try:
         return DeepJSCCConfig(**json.loads(meta["config"]))
-    except Exception as e:  # safetensors raises its own SafetensorError for a corrupt file
-        raise DeepJSCCError(f"{path}: not a DeepJSCC checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - no or another config in the metadata
+        raise DeepJSCCError(f"{path}: not a DeepJSCC checkpoint (no DeepJSCC config in its metadata: "
+                            f"{type(e).__name__}); {fix}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepJSCC:
@@ -259,7 +268,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepJSCC
     from safetensors.torch import load_file
 
     model = DeepJSCC(read_config(path))
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise DeepJSCCError(f"{path}: its weights do not fit the DeepJSCC architecture in its metadata "
+                            f"({str(e).strip().splitlines()[0].rstrip(':')}); retrain or re-export it") from None
     return model.to(device).eval()
 
 

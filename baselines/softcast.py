@@ -45,10 +45,10 @@ from functools import lru_cache
 import torch
 
 from baselines.analog import (ESTIMATORS, GENERIC_OPTIONS, llse_combine, parse_arg, quantize_log2,
-                              quantize_uniform, side_charge_option)
+                              quantize_uniform, side_charge_option, typed_option)
 from channels.base import Received
 from channels.power import real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, too_few_uses
 
 COLOUR = torch.tensor([[1 / math.sqrt(3)] * 3,
                        [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
@@ -169,7 +169,8 @@ class SoftCast(Codec):
         snr = None if snr_db is None else torch.as_tensor(snr_db).to(dev)[:, None]
         reals = 2 * (budget - self.side_charge.uses(sbits, snr).to(dev))  # B x (N+1): 2 k(n)
         if (reals[:, 0] < 0).any():
-            raise ValueError(f"CBR {cbr} allows {budget} channel uses, too few for softcast's side information")
+            need = float(self.side_charge.uses(sbits, snr)[:, 0].max())
+            raise too_few_uses("softcast", cbr, budget, need, self.original_hw or (h, w), "side information")
         cum = torch.cat([torch.zeros(b, 1, device=dev), torch.cumsum(count[order], 1)], 1).double()  # coefficients, n
         sent = torch.minimum(reals, cum)
         sent[:, -1] = reals[:, -1]  # all chunks: repeat into the spare uses
@@ -252,5 +253,6 @@ def make_softcast(arg: str | None = None, **options) -> SoftCast:
         raise ValueError(f"softcast: unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(sorted(known))}")
     for key, typ in (("chunk", int), ("var_bits", int), ("var_octaves", float)):
         if key in opts:
-            opts[key] = typ(opts[key])
+            opts[key] = typed_option("softcast", arg, key, opts[key], typ,
+                                     "softcast:32 or softcast:chunk=32,var_bits=8")
     return SoftCast(**opts)

@@ -97,7 +97,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
                                    "the output (and, for LRISC, the latent and received latent maps) to --out.")
     t.add_argument("image")
     t.add_argument("--codec", default="lrisc")
-    t.add_argument("--snr", type=float, default=10.0)
+    t.add_argument("--snr", default="10", help="SNR in dB (default 10)")
     t.add_argument("--cbr", default="1/48")
     t.add_argument("--channel", default="awgn")
     t.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"])
@@ -120,16 +120,45 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _checkpoints(pairs: list[str]) -> dict[str, dict]:
+def _checkpoints(pairs: list[str], codecs: list[str]) -> dict[str, dict]:
+    """``--checkpoint CODEC=PATH`` options by codec name; a checkpoint is never silently ignored: an unknown
+    codec, one that takes no checkpoint or one that is not swept is an error."""
+    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
+
+    names = {split_spec(c)[0] for c in codecs}
     opts: dict[str, dict] = {}
     for pair in pairs:
         codec, sep, path = pair.partition("=")
         if not sep or not codec or not path:
             raise CliError(f"bad --checkpoint '{pair}': use CODEC=PATH, e.g. lrisc=model.safetensors")
+        if codec not in CODECS:
+            raise CliError(f"--checkpoint {pair}: unknown codec '{codec}'; checkpoints are for "
+                           f"{', '.join(checkpoint_codecs())}")
+        if not takes_checkpoint(codec):
+            raise CliError(f"--checkpoint {pair}: codec {codec} takes no checkpoint (only "
+                           f"{', '.join(checkpoint_codecs())} do); leave it out")
+        if codec not in names:
+            raise CliError(f"--checkpoint {pair}: {codec} is not in --codec {','.join(codecs)}; add it there or "
+                           "leave the checkpoint out")
         if not os.path.isfile(path):
             raise CliError(f"--checkpoint {pair}: file not found")
         opts.setdefault(codec, {})["checkpoint"] = path
     return opts
+
+
+def _threads(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise CliError(f"--threads {n}: must be a positive number of threads (or leave it out for the default)")
+
+
+def _out(value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise CliError("--out is empty: give an output folder, e.g. --out runs/sweep")
+
+
+def _ray(a) -> None:
+    if a.ray_address is not None and a.executor != "ray":
+        raise CliError(f"--ray-address {a.ray_address} needs --executor ray (the local executor uses no cluster)")
 
 
 def cmd_sweep(a) -> int:
@@ -149,15 +178,18 @@ def cmd_sweep(a) -> int:
     bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
         raise CliError(f"unknown metric(s) {', '.join(bad) or '(none)'}: choose from {', '.join(METRICS)}")
+    _threads(a.threads)
+    _out(a.out)
+    _ray(a)
+    _check_codecs(codecs)
     set_threads(a.threads)
-    opts = _checkpoints(a.checkpoint)
+    opts = _checkpoints(a.checkpoint, codecs)
     from lrisc_sim.registry import split_spec
 
     cfg = SweepConfig(codecs=codecs, snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
                       dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed, batch_size=a.batch_size,
                       device=a.device, metrics=metrics, side_charge=a.side_charge,
                       codec_options={c: opts.get(split_spec(c)[0], {}) for c in codecs})
-    _check_codecs(codecs)
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
               redo=_redo(a.redo))
     return 0
@@ -180,6 +212,9 @@ def cmd_run(a) -> int:
     from lrisc_sim.experiment import run_experiment
     from lrisc_sim.sweep import set_threads
 
+    _threads(a.threads)
+    _out(a.out)
+    _ray(a)
     set_threads(a.threads)
     run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
                    progress=not a.no_progress, device=a.device, redo=_redo(a.redo))
@@ -220,14 +255,23 @@ def cmd_channels(a) -> int:
 
 def cmd_transmit(a) -> int:
     from lrisc_sim.transmit import transmit
-    from lrisc_sim.grammar import parse_cbr
+    from lrisc_sim.grammar import parse_cbr, parse_snr
+    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
     from lrisc_sim.sweep import set_threads
 
-    set_threads(a.threads)
-    cbr = parse_cbr(a.cbr)
+    _threads(a.threads)
+    _out(a.out)
+    snr, cbr = parse_snr(a.snr), parse_cbr(a.cbr)  # the grammar of sweep: finite, within -100..100 dB
+    if len(snr) != 1:
+        raise CliError(f"--snr {a.snr}: transmit takes one SNR value, e.g. --snr 10")
     if len(cbr) != 1:
         raise CliError("transmit takes one --cbr value")
-    paths = transmit(a.image, codec=a.codec, snr_db=a.snr, cbr=float(cbr[0]), channel=a.channel,
+    name = split_spec(a.codec)[0]
+    if a.checkpoint and name in CODECS and not takes_checkpoint(name):
+        raise CliError(f"--checkpoint {a.checkpoint}: codec {name} takes no checkpoint (only "
+                       f"{', '.join(checkpoint_codecs())} do); leave it out")
+    set_threads(a.threads)
+    paths = transmit(a.image, codec=a.codec, snr_db=snr[0], cbr=float(cbr[0]), channel=a.channel,
                      equalizer=a.equalizer, seed=a.seed, checkpoint=a.checkpoint, out=a.out, device=a.device)
     for p in paths:
         print(p)
@@ -239,6 +283,8 @@ def cmd_train(a) -> int:
         raise CliError(f"name a model to train: {', '.join(TRAINERS)} (e.g. lrisc-sim train deepjscc --help)")
     if getattr(a, "_unavailable", None):
         raise CliError(f"training '{a.model}' is not available in this installation: {a._unavailable}")
+    _threads(getattr(a, "threads", None))
+    _out(getattr(a, "out", None))
     mod = importlib.import_module(TRAINERS[a.model][0])
     return int(mod.run_train(a) or 0)
 
@@ -247,8 +293,29 @@ COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "metrics": cmd_metrics, "codecs"
             "channels": cmd_channels, "transmit": cmd_transmit, "train": cmd_train}
 
 
+# options whose values may start with '-' (argparse takes '-1/48' or '-5:5' for an option): such a value is
+# joined to its option ('--cbr=-1/48') so that the grammar checks it and says what is wrong
+NEGATIVE_OK = ("--snr", "--cbr")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            return out + argv[i:]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if tok in NEGATIVE_OK and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] in ".:,"):
+            out.append(f"{tok}={nxt}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(with_trainers="train" in argv)
     a = parser.parse_args(argv)
     if a.command is None:

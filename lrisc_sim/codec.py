@@ -18,6 +18,21 @@ import torch
 from channels.base import Received
 
 
+class ImageTooSmall(ValueError):
+    """An image too small for a codec at a CBR (too few channel uses for its side information) or for a metric;
+    the message says what size or CBR would do. The engine adds which images it was."""
+
+
+def too_few_uses(codec: str, cbr: float, budget: int, need: float, hw: tuple[int, int], what: str
+                 ) -> ImageTooSmall:
+    """The :class:`ImageTooSmall` of a codec whose ``what`` (e.g. 'side information') needs ``need`` channel
+    uses where CBR ``cbr`` gives ``budget`` for images of ``hw`` = (H, W)."""
+    need = int(math.ceil(need))
+    h, w = hw
+    return ImageTooSmall(f"CBR {cbr:.4g} gives only {budget} channel uses, too few for {codec}'s {what} ({need} "
+                         f"uses); use a CBR of at least {need / (3 * h * w):.4g} for this size, or larger images")
+
+
 @dataclass(frozen=True)
 class SideInfoCharge:
     """How side-information bits are charged in complex channel uses.

@@ -93,6 +93,10 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
             arr = np.array(im)
     except UnidentifiedImageError:
         raise DataError(f"{p}: not a readable image (unknown or corrupt format); re-save it as PNG") from None
+    except Image.DecompressionBombError as e:  # a header claiming a huge size: refused before decoding
+        n = "".join(c for c in str(e).split("pixels")[0] if c.isdigit()) or "too many"
+        raise DataError(f"{p}: refused as a possible decompression bomb: its header claims {n} pixels, over "
+                        f"Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS}; downscale the image") from None
     except OSError as e:
         raise DataError(f"{p}: cannot read image ({e}); re-save it as PNG") from None
     if arr.size == 0 or min(arr.shape[:2]) < 1:
@@ -194,11 +198,28 @@ def _sha_ok(f: Path) -> bool:
     return want is not None and hashlib.sha256(a.tobytes()).hexdigest()[:16] == want
 
 
+def image_ids(root: Path, paths: Sequence[Path]) -> list[str]:
+    """Unique ids of the image files ``paths`` under ``root``: the relative path without its suffix, or with it
+    for files that share a stem (``x.png`` and ``x.jpg`` are ids ``x.png`` and ``x.jpg``, so that they get their
+    own channel realizations and result rows)."""
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    count: dict[str, int] = {}
+    for s in stems:
+        count[s] = count.get(s, 0) + 1
+    ids = [s if count[s] == 1 else p.relative_to(root).as_posix() for s, p in zip(stems, paths)]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise DataError(f"{root}: files {', '.join(dup)} would get the same image id; rename one of them")
+    return ids
+
+
 def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[Item]:
-    """All images of a folder; ids are the paths relative to the folder, without suffix."""
+    """All images of a folder; ids are the paths relative to the folder, without suffix unless two files share a
+    stem (:func:`image_ids`); ``limit`` keeps the first N (ids are those of the whole folder)."""
     root = Path(folder)
-    paths = image_paths(root)[: limit or None]
-    return [Item(str(p.relative_to(root).with_suffix("")), load_image(p)) for p in paths]
+    paths = image_paths(root)
+    ids = image_ids(root, paths)
+    return [Item(i, load_image(p)) for i, p in list(zip(ids, paths))[: limit or None]]
 
 
 def load_dataset(spec: str, limit: int | None = None) -> list[Item]:

@@ -14,6 +14,36 @@ from lrisc_sim.results import ResultsTable
 
 _ENGINES: dict[str, object] = {}  # per worker process: engines (with loaded codecs) by config
 
+RAY_ADDRESS_FORMS = "use HOST:PORT (e.g. 127.0.0.1:6379), ray://HOST:PORT, or 'auto' for the cluster started here"
+
+
+def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
+    """Check a Ray cluster address before Ray is started (``ray.init`` on a dead address prints pages of warnings
+    and retries for half a minute): its form, then that something accepts a TCP connection at HOST:PORT within
+    ``timeout`` seconds. None (a local instance) and 'auto'/'local' are accepted as they are."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address is None or address in ("auto", "local"):
+        return
+    text = address.strip()
+    if not text:
+        raise ValueError(f"--ray-address is empty: {RAY_ADDRESS_FORMS}")
+    try:
+        u = urlsplit(text if "://" in text else f"gcs://{text}")
+        host, port = u.hostname, u.port
+    except ValueError:
+        host = port = None
+    if u.scheme not in ("gcs", "ray") or not host or port is None or (u.path not in ("", "/")):
+        raise ValueError(f"--ray-address {address!r} is not a Ray address: {RAY_ADDRESS_FORMS}")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise ValueError(f"--ray-address {address}: no Ray cluster answers at {host}:{port} ({why}); start one "
+                         "there with 'ray start --head', or leave --ray-address out for a local instance") from None
+
 
 def _execute(cfg_dict: dict, task: Task, use_gpu: bool) -> list[dict]:
     """Run one task inside a Ray worker and return all its rows."""
@@ -48,8 +78,14 @@ def run_tasks_ray(cfg: SweepConfig, tasks: list[Task], table: ResultsTable, addr
     from tqdm import tqdm
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 configure_logging=False)
+        check_ray_address(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:  # e.g. a port that answers but is no Ray
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"--ray-address {address}: Ray could not connect ({first}); check the address "
+                             "('ray status' on the cluster), or leave --ray-address out") from None
     gpus = ray.cluster_resources().get("GPU", 0) > 0 and cfg.device != "cpu"
     remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=2)(_execute)
     cfg_dict = asdict(cfg)

@@ -19,7 +19,7 @@ import torch
 
 from channels.base import Channel, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report, codec_note
+from lrisc_sim.codec import Codec, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report, codec_note
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.results import METRICS, point_key
 
@@ -144,7 +144,7 @@ class Engine:
                 encoded.clear()  # one SNR's encodings alive at a time
                 snr_vec = torch.full((b,), float(snr), device=self.device) if snr_aware else None
                 with torch.no_grad():
-                    encoded[key] = encode_all(codec, x, cbr, snr_vec)
+                    encoded[key] = encode_all(codec, x, cbr, snr_vec, ids)
             t1 = time.perf_counter()
             t_ch = 0.0
 
@@ -162,7 +162,10 @@ class Engine:
             if not torch.isfinite(y).all():
                 raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
                                          f"(images {', '.join(ids)}); check its checkpoint")
-            mets = self.metrics(x0, y, reference)
+            try:
+                mets = self.metrics(x0, y, reference)
+            except ImageTooSmall as e:
+                raise ImageTooSmall(f"{_which(ids, hw)}: {e}") from None
             t3 = time.perf_counter()
             rep = cbr_report(enc_used, hw, self.charge, snr)
             enc_t = (t1 - t0)
@@ -192,14 +195,27 @@ class Engine:
         return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics, reference).items()}
 
 
-def encode_all(codec: Codec, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None) -> list[Encoded]:
+def encode_all(codec: Codec, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None,
+               ids: Sequence[str] | None = None) -> list[Encoded]:
     """Encode a batch: one ``Encoded`` for a plain codec, one per variant for an envelope codec (``variants()``);
-    the codec's ``original_hw`` and ``side_charge`` are passed on to the variants."""
+    the codec's ``original_hw`` and ``side_charge`` are passed on to the variants. ``ids`` (the images' ids)
+    are named in the error when the images are too small for the codec."""
     variants = getattr(codec, "variants", None)
     subs: list[Codec] = list(variants()) if callable(variants) else [codec]
     for s in subs:
         s.original_hw, s.side_charge = codec.original_hw, codec.side_charge
-    return [s.encode(x, cbr, snr_db) for s in subs]
+    try:
+        return [s.encode(x, cbr, snr_db) for s in subs]
+    except ImageTooSmall as e:
+        if ids is None:
+            raise
+        raise ImageTooSmall(f"{_which(ids, codec.original_hw or tuple(x.shape[-2:]))}: {e}") from None
+
+
+def _which(ids: Sequence[str], hw: tuple[int, int]) -> str:
+    """'image kodim01 (768x512 px)' or 'images a, b, c (64x96 px)', for error messages."""
+    names = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return f"image{'s' if len(ids) > 1 else ''} {names} ({hw[1]}x{hw[0]} px)"
 
 
 def decode_all(codec: Codec, x: torch.Tensor, encs: list[Encoded], transmit) -> tuple[Decoded, Encoded]:
@@ -226,8 +242,21 @@ def count_points(tasks: Sequence[Task]) -> int:
 
 
 def output_dir(out: str | Path) -> Path:
+    """The output folder ``out``, created if needed and checked to be writable (one-line ``ValueError``s)."""
+    import tempfile
+
+    if not str(out).strip():
+        raise ValueError("--out is empty: give an output folder, e.g. --out runs/sweep")
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise ValueError(f"--out {p}: exists and is not a folder; choose a folder path")
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):  # can files be created there?
+            pass
+    except NotADirectoryError:
+        raise ValueError(f"--out {p}: a part of this path is a file, not a folder; choose a folder path") from None
+    except OSError as e:
+        raise ValueError(f"--out {p}: cannot write there ({e.strerror or type(e).__name__}); choose a writable "
+                         "folder") from None
     return p

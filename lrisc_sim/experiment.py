@@ -93,9 +93,12 @@ def load_experiment(path: str | Path) -> Experiment:
     if not file.is_file():
         raise ExperimentError(f"{file}: experiment file not found (see experiments/*.toml)")
     try:
-        d = tomllib.loads(file.read_text())
+        d = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ExperimentError(f"{file}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise ExperimentError(f"{file}: not a text file (not UTF-8; a binary file?); give an experiment TOML file "
+                              "like experiments/fig4_snr.toml") from None
     unknown = set(d) - TOP_KEYS
     if unknown:
         raise ExperimentError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
@@ -120,7 +123,7 @@ def load_experiment(path: str | Path) -> Experiment:
     codecs = d.get("codecs")
     if not isinstance(codecs, list) or not codecs or not all(isinstance(c, dict) for c in codecs):
         raise ExperimentError(f"{file}: key 'codecs' must be a non-empty array of tables [[codecs]] with 'spec'")
-    from lrisc_sim.registry import CODECS, split_spec
+    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
 
     specs, options, labels = [], {}, {}
     for i, c in enumerate(codecs):
@@ -129,6 +132,9 @@ def load_experiment(path: str | Path) -> Experiment:
             raise ExperimentError(f"{file}: key 'codecs[{i}].spec' must name a codec ({', '.join(CODECS)}), "
                                   f"got {spec!r}")
         opts = {k: v for k, v in c.items() if k not in ("spec", "label")}
+        if "checkpoint" in opts and not takes_checkpoint(split_spec(spec)[0]):
+            raise ExperimentError(f"{file}: key 'codecs[{i}].checkpoint': codec {split_spec(spec)[0]} takes no "
+                                  f"checkpoint (only {', '.join(checkpoint_codecs())} do); remove the key")
         if "checkpoint" in opts:
             ck = Path(opts["checkpoint"])
             ck = ck if ck.is_absolute() or ck.exists() else file.parent / ck
@@ -187,21 +193,24 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
                    redo: Sequence[str] = ()):
     """Run (or resume) an experiment into its output folder; returns the summary (sweeps) or grid path.
     ``redo``: codec specs whose rows are recomputed (a visual grid is always made anew)."""
+    from lrisc_sim.engine import output_dir
+    from lrisc_sim.safeio import atomic_write_text, folder_lock
+
     exp = load_experiment(path)
     exp.sweep.device = device
-    dest = Path(out) if out else exp.out
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "experiment.json").write_text(json.dumps({"file": str(exp.path), "name": exp.name, "title": exp.title,
-                                                       "labels": exp.labels}, indent=2))
-    if exp.kind == "visual":
-        from lrisc_sim.visual import visual_grid
+    dest = output_dir(exp.out if out is None else out)
+    with folder_lock(dest):  # one run per output folder at a time
+        atomic_write_text(dest / "experiment.json", json.dumps({"file": str(exp.path), "name": exp.name,
+                                                                 "title": exp.title, "labels": exp.labels}, indent=2))
+        if exp.kind == "visual":
+            from lrisc_sim.visual import visual_grid
 
-        result = visual_grid(exp, dest)
-    else:
-        from lrisc_sim.sweep import run_sweep
+            result = visual_grid(exp, dest)
+        else:
+            from lrisc_sim.sweep import run_sweep
 
-        result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
-                           quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)
+            result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
+                               quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)
     if dest.resolve().parent.name == "results":  # keep results/README.md in step with the tables
         from lrisc_sim.report import write_report
 

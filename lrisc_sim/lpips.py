@@ -61,7 +61,10 @@ class LPIPS(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS needs B x 3 x H x W images, got {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_SIDE:
-            raise ValueError(f"LPIPS needs images of at least {MIN_SIDE} x {MIN_SIDE} px, got {tuple(x.shape[-2:])}")
+            from lrisc_sim.codec import ImageTooSmall
+
+            raise ImageTooSmall(f"LPIPS needs images of at least {MIN_SIDE}x{MIN_SIDE} px, got "
+                                f"{x.shape[-1]}x{x.shape[-2]}; use larger images or leave lpips out of the metrics")
 
     def embed(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Unit-normalised relu1..relu5 features of x (B x 3 x H x W in [0, 1]); ``distance`` compares two."""

@@ -8,7 +8,9 @@ to the original size first). Averaging and confidence intervals are the engine's
   over images stay finite.
 * MS-SSIM (5 scales, ``pytorch_msssim``, data range 1) is NaN for images whose smaller side is <= 160 px,
   too small for 5 scales with the 11-tap window.
-* LPIPS is AlexNet v0.1 (``lrisc_sim.lpips``), evaluated without gradients; use ``get_lpips`` directly for a loss.
+* LPIPS is AlexNet v0.1 (``lrisc_sim.lpips``), evaluated without gradients, one image per forward pass in batch
+  order, so that an image's value is the same to the bit whatever batch it came in (batched convolutions may
+  sum in another order with several threads); use ``get_lpips`` directly for a loss.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lrisc_sim.lpips import get_lpips
 METRIC_NAMES = ("psnr", "ms_ssim", "lpips")
 PSNR_CAP_DB = 100.0
 MS_SSIM_MIN_SIDE = 161  # pytorch_msssim needs smaller side > (11 - 1) * 2**4
-LPIPS_CHUNK = 8  # images per LPIPS forward pass, to bound memory on large images
+LPIPS_CHUNK = 1  # images per LPIPS forward pass: one, so that an image's LPIPS does not depend on the batch
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -44,13 +46,16 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """MS-SSIM of uint8-rounded images (5 scales, data range 1).
 
-    x, y: B x 3 x H x W in [0, 1]. Returns B (float32); all NaN when min(H, W) < ``MS_SSIM_MIN_SIDE``.
+    x, y: B x 3 x H x W in [0, 1]. Returns B (float32), computed per image; all NaN when min(H, W) <
+    ``MS_SSIM_MIN_SIDE``.
     """
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
         return torch.full((x.shape[0],), math.nan, device=x.device)
-    return _ms_ssim(quantize(x), quantize(y), data_range=1.0, size_average=False).to(torch.float32)
+    qx, qy = quantize(x), quantize(y)  # one image at a time: the value does not depend on the batch
+    return torch.cat([_ms_ssim(qx[i : i + 1], qy[i : i + 1], data_range=1.0, size_average=False)
+                      for i in range(x.shape[0])]).to(torch.float32)
 
 
 def lpips(x: torch.Tensor, y: torch.Tensor, ref: Reference | None = None) -> torch.Tensor:

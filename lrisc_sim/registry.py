@@ -17,6 +17,7 @@ class CodecEntry:
     name: str
     target: str  # "module:factory"
     summary: str
+    checkpoint: bool = False  # takes a ``checkpoint`` option (a weights file)
 
 
 CODECS: dict[str, CodecEntry] = {
@@ -26,7 +27,8 @@ CODECS: dict[str, CodecEntry] = {
         CodecEntry("softcast", "baselines.softcast:make_softcast",
                    "SoftCast-style linear codec: 2-D DCT chunks, power allocation, LLSE decoding (no training)"),
         CodecEntry("deepjscc", "baselines.deepjscc:make_deepjscc",
-                   "DeepJSCC (Bourtsoulatze et al. 2019), CNN analog JSCC; shipped checkpoints per CBR"),
+                   "DeepJSCC (Bourtsoulatze et al. 2019), CNN analog JSCC; shipped checkpoints per CBR",
+                   checkpoint=True),
         CodecEntry("bpg-ldpc", "baselines.digital.codecs:make_bpg_ldpc",
                    "BPG (or HEVC-intra) + 5G LDPC + QAM; best-MCS envelope, or ':MCS' for one MCS"),
         CodecEntry("bpg-capacity", "baselines.digital.codecs:make_bpg_capacity",
@@ -36,7 +38,8 @@ CODECS: dict[str, CodecEntry] = {
         CodecEntry("jpeg2000-capacity", "baselines.digital.codecs:make_j2k_capacity",
                    "JPEG2000 at the capacity budget (separation bound)"),
         CodecEntry("lrisc", "lrisc_sim.lrisc.codec:make_lrisc",
-                   "LRISC (the paper): latent-guided conditional diffusion, entropy-driven variable-length JSCC"),
+                   "LRISC (the paper): latent-guided conditional diffusion, entropy-driven variable-length JSCC",
+                   checkpoint=True),
     ]
 }
 
@@ -50,12 +53,26 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return name, (arg if sep else None)
 
 
+def takes_checkpoint(name: str) -> bool:
+    """Whether codec ``name`` uses a ``checkpoint`` option (a weights file)."""
+    e = CODECS.get(name)
+    return e is not None and e.checkpoint
+
+
+def checkpoint_codecs() -> list[str]:
+    return [n for n, e in CODECS.items() if e.checkpoint]
+
+
 def make_codec(spec: str, **options) -> Codec:
-    """Build a codec from its spec; raise ``UnknownCodecError`` with the list of names for a bad name."""
+    """Build a codec from its spec; raise ``UnknownCodecError`` with the list of names for a bad name, and a
+    ``ValueError`` for a ``checkpoint`` given to a codec that has none (it would be ignored)."""
     name, arg = split_spec(spec)
     entry = CODECS.get(name)
     if entry is None:
         raise UnknownCodecError(f"unknown codec '{name}': choose from {', '.join(CODECS)} (see 'lrisc-sim codecs')")
+    if options.get("checkpoint") and not entry.checkpoint:
+        raise ValueError(f"codec '{name}' takes no checkpoint (only {', '.join(checkpoint_codecs())} do); "
+                         f"leave the checkpoint out for {name}")
     mod, _, fn = entry.target.partition(":")
     try:
         factory = getattr(importlib.import_module(mod), fn)

@@ -22,34 +22,57 @@ def point_key(codec: str, cbr: float, snr: float, channel: str, trial: int, imag
     return (codec, round(float(cbr), 12), round(float(snr), 9), channel, int(trial), str(image))
 
 
+HEADER = ",".join(COLUMNS)
+
+
 class ResultsTable:
     """``results.csv`` in an output folder: appends rows with a flush + fsync per point; on open, a torn last
-    line (from a killed run) is cut off, and ``done`` holds the keys of every finished row."""
+    line (from a killed run; the header line too) is cut off or rewritten, ``done`` holds the keys of every
+    finished row and ``seeds`` the seeds found in them. A file that is not such a table is left untouched and
+    refused with a one-line ``ValueError``."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[tuple] = set()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._repair()
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames != COLUMNS:
-                    raise ValueError(f"{self.path}: not a results table of this version (columns differ); "
-                                     "use another --out folder")
-                for r in reader:
-                    self.done.add(point_key(r["codec"], float(r["cbr_target"]), float(r["snr_db"]), r["channel"],
-                                            int(r["trial"]), r["image"]))
+        self.seeds: set[int] = set()
+        if self.path.exists() and self._repair():
+            try:
+                with self.path.open(newline="", encoding="utf-8") as f:
+                    reader = csv.DictReader(f)
+                    for r in reader:
+                        self.done.add(point_key(r["codec"], float(r["cbr_target"]), float(r["snr_db"]),
+                                                r["channel"], int(r["trial"]), r["image"]))
+                        if r["seed"]:
+                            self.seeds.add(int(r["seed"]))
+            except (ValueError, TypeError, csv.Error) as e:  # bad numbers, short rows, undecodable bytes
+                raise ValueError(f"{self.path}: line {reader.line_num} is not a results row ({type(e).__name__}); "
+                                 "fix or delete that line, or use another --out folder") from None
         else:
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+            self._write_header()
 
-    def _repair(self) -> None:
+    def _write_header(self) -> None:
+        with self.path.open("w", newline="") as f:
+            csv.writer(f).writerow(COLUMNS)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _repair(self) -> bool:
+        """Cut a torn last line; False when nothing but (part of) the header is there. Raises if the first line
+        is not this version's header."""
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as f:
-                f.truncate(cut)
+        first, nl, _ = data.partition(b"\n")
+        first = first.rstrip(b"\r")
+        if not nl:  # a torn (or empty) header line: nothing was written after it
+            if HEADER.encode().startswith(first):
+                return False
+        elif first == HEADER.encode():
+            if not data.endswith(b"\n"):
+                with self.path.open("r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+            return True
+        raise ValueError(f"{self.path}: not a results table of this version (its first line is not the header "
+                         f"{HEADER[:24]}...); use another --out folder")
 
     def append(self, rows: Iterable[dict]) -> None:
         """Append rows not yet in the table (a point cut in half by a kill is completed, not duplicated)."""

@@ -14,6 +14,7 @@ import torch
 from lrisc_sim.engine import Engine, SweepConfig, count_points, output_dir, resolve_device
 from lrisc_sim.grammar import cbr_label
 from lrisc_sim.results import ResultsTable, format_summary, load, summarize
+from lrisc_sim.safeio import atomic_write_text, folder_lock
 
 
 def _config_record(cfg: SweepConfig, channel_desc: str) -> dict:
@@ -56,21 +57,54 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
               progress: bool = True, quiet: bool = False, title: str | None = None,
               labels: dict[str, str] | None = None, redo: Sequence[str] = ()):
     """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone, except
-    those of the codecs in ``redo``; rows made with other weights or options stop the resume with an error."""
+    those of the codecs in ``redo``; rows made with other weights or options stop the resume with an error.
+    The folder's run lock (``safeio.folder_lock``) is held throughout: a second writer is refused."""
+    if executor == "ray":
+        from lrisc_sim.distributed import check_ray_address
+
+        check_ray_address(ray_address)
+    elif executor != "local":
+        raise ValueError(f"unknown executor '{executor}': use local or ray")
+    out = output_dir(out)
+    with folder_lock(out):
+        return _run_sweep(cfg, out, executor, ray_address, progress, quiet, title, labels, redo)
+
+
+def read_config(path: Path) -> dict:
+    """A sweep folder's ``config.json`` ({} when absent); one-line ``ValueError`` when it cannot be parsed."""
+    if not path.exists():
+        return {}
+    try:
+        d = json.loads(path.read_bytes())
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError (e.g. a binary file), unreadable
+        raise ValueError(f"{path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "delete it to resume from results.csv (its seed column is checked), or choose another "
+                         "output folder") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a sweep configuration (a JSON object); delete it to resume from "
+                         "results.csv, or choose another output folder")
+    return d
+
+
+def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | None, progress: bool, quiet: bool,
+               title: str | None, labels: dict[str, str] | None, redo: Sequence[str]):
     from channels import make_channel
     from lrisc_sim.data import load_dataset
 
-    out = output_dir(out)
     channel = make_channel(cfg.channel)
     device = resolve_device(cfg.device)
     cfg_path = out / "config.json"
-    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    old = read_config(cfg_path)
     if old:
         if old.get("seed") != cfg.seed:
             raise ValueError(f"{out} holds a sweep with seed {old.get('seed')}; resume with --seed {old.get('seed')} "
                              "or choose another --out folder")
     items = load_dataset(cfg.dataset, cfg.limit)
     table = ResultsTable(out / "results.csv")
+    other = sorted(table.seeds - {cfg.seed})
+    if other:  # config.json was deleted: the rows themselves say which seed made them
+        raise ValueError(f"{out / 'results.csv'} holds rows of seed {other[0]}; resume with --seed {other[0]} "
+                         "or choose another --out folder")
     engine = Engine(cfg, channel, device)
     unknown = sorted(set(redo) - set(cfg.codecs))
     if unknown:
@@ -85,7 +119,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
     total = count_points(tasks)
     record = _config_record(cfg, channel.describe())
     record["codec_fingerprints"] = {**old.get("codec_fingerprints", {}), **fps}
-    cfg_path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(cfg_path, json.dumps(record, indent=2))  # a kill never leaves a torn config.json
     if not quiet:
         done = len(table.done)
         print(f"lrisc-sim: {len(items)} images, codecs {', '.join(cfg.codecs)}, CBR "
@@ -98,8 +132,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
         run_tasks_ray(cfg, tasks, table, ray_address, progress=progress)
     elif executor == "local":
         _run_local(engine, tasks, table, total, progress)
-    else:
-        raise ValueError(f"unknown executor '{executor}': use local or ray")
     return finish(out, cfg, channel.describe(), quiet=quiet, title=title, labels=labels,
                   codec_notes=engine.describe_codecs())
 

@@ -43,7 +43,7 @@ def send_one(codec, channel, x0: torch.Tensor, image_id: str, snr_db: float, cbr
         return last["rx"]
 
     with torch.no_grad():
-        encs = encode_all(codec, x, cbr, snr if codec.snr_aware_encoder else None)
+        encs = encode_all(codec, x, cbr, snr if codec.snr_aware_encoder else None, [image_id])
         dec, enc = decode_all(codec, x, encs, transmit)
         vis = getattr(codec, "visualize", None)
         maps = vis(x, enc, last["rx"]) if callable(vis) else {}
@@ -56,8 +56,9 @@ def transmit(image: str, codec: str = "lrisc", snr_db: float = 10.0, cbr: float 
     """Send one image file and write ``output.png``, ``source.png``, the codec's internal maps (e.g.
     ``latent.png``, ``received_latent.png`` for LRISC) and ``metrics.txt``; return the written paths."""
     from channels import make_channel
+    from lrisc_sim.codec import ImageTooSmall
     from lrisc_sim.data import load_image
-    from lrisc_sim.engine import resolve_device
+    from lrisc_sim.engine import output_dir, resolve_device
     from lrisc_sim.metrics import compute_metrics
     from lrisc_sim.registry import make_codec
 
@@ -67,11 +68,13 @@ def transmit(image: str, codec: str = "lrisc", snr_db: float = 10.0, cbr: float 
     ch = make_channel(channel)
     x0 = load_image(image)[None].to(dev)
     y, maps, dec = send_one(c, ch, x0, Path(image).stem, snr_db, cbr, seed, equalizer, trial)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     paths = [save_image(y[0], out / "output.png"), save_image(x0[0], out / "source.png")]
     paths += [save_image(v, out / f"{k}.png") for k, v in maps.items()]
-    m = compute_metrics(x0, y, ("psnr", "ms_ssim", "lpips"))
+    try:
+        m = compute_metrics(x0, y, ("psnr", "ms_ssim", "lpips"))
+    except ImageTooSmall as e:
+        raise ImageTooSmall(f"{image} ({x0.shape[-1]}x{x0.shape[-2]} px): {e}") from None
     lines = [f"codec {c.describe()}", f"channel {ch.describe()} at {snr_db:g} dB", f"cbr_target {cbr:.6g}",
              f"ok {bool(dec.ok[0])}"] + [f"{k} {float(v[0]):.4f}" for k, v in m.items()]
     (out / "metrics.txt").write_text("\n".join(lines) + "\n")

@@ -132,7 +132,7 @@ def test_missing_checkpoint_message(codec, tmp_path):
     with pytest.raises(DeepJSCCError, match="not found"):
         load_model(tmp_path / "nope.safetensors")
     (tmp_path / "bad.safetensors").write_text("garbage")
-    with pytest.raises(DeepJSCCError, match="not a DeepJSCC checkpoint"):
+    with pytest.raises(DeepJSCCError, match="not a readable DeepJSCC checkpoint"):
         load_model(tmp_path / "bad.safetensors")
 
 

@@ -31,6 +31,7 @@ from baselines.digital.link import CRC_BITS, LDPCLink, plan_blocks
 from baselines.digital.mcs import STANDARD_MCS, parse_mcs
 from baselines.digital.source import (
     BPGCoder,
+    CoderFailed,
     HEVCCoder,
     JPEG2000Coder,
     MissingBinaryError,
@@ -271,6 +272,47 @@ def test_missing_bpgenc_is_a_clear_error(monkeypatch):
     assert "hevc" in make_bpg_ldpc("qpsk-1/2").source.name
     with pytest.raises(MissingBinaryError, match="not an executable"):
         BPGCoder(bpgenc="/nonexistent/bpgenc")
+
+
+def test_configured_bpg_binaries_are_never_silently_replaced(tmp_path, monkeypatch, capsys):
+    from baselines.digital import source as src
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(src, "_FALLBACK_NOTED", [])
+    monkeypatch.setattr(src, "_BPG_TESTED", set())
+    enc = _script(tmp_path / "bpgenc", FAKE_BPGENC)
+    dec = _script(tmp_path / "bpgdec", FAKE_BPGDEC)
+    # a configured binary that does not exist: an error, not HEVC
+    monkeypatch.setenv("LRISC_BPGENC", str(tmp_path / "no-such-bpgenc"))
+    monkeypatch.setenv("LRISC_BPGDEC", dec)
+    with pytest.raises(MissingBinaryError, match="no-such-bpgenc"):
+        make_bpg_ldpc("qpsk-1/2")
+    # one that fails: its path and exit status, and what it printed (or that it printed nothing)
+    for body, said in (("import sys; print('cannot open input', file=sys.stderr); sys.exit(3)", "cannot open input"),
+                       ("import sys; sys.exit(1)", "it said: nothing")):
+        bad = _script(tmp_path / "bad_bpgenc", body)
+        monkeypatch.setenv("LRISC_BPGENC", bad)
+        with pytest.raises(CoderFailed, match="exit status") as e:
+            make_bpg_ldpc("qpsk-1/2")
+        msg = str(e.value)
+        assert bad in msg and said in msg and "\n" not in msg
+        assert f"exit status {3 if 'cannot' in said else 1}" in msg and "LRISC_BPGENC" in msg
+    bad_dec = _script(tmp_path / "bad_bpgdec", "import sys; sys.exit(2)")
+    monkeypatch.setenv("LRISC_BPGENC", enc)
+    monkeypatch.setenv("LRISC_BPGDEC", bad_dec)
+    with pytest.raises(CoderFailed, match=f"{bad_dec} failed decoding a 16x16 test image \\(exit status 2"):
+        make_bpg_ldpc("qpsk-1/2")
+    # configured and working: BPG
+    monkeypatch.setenv("LRISC_BPGDEC", dec)
+    assert make_bpg_ldpc("qpsk-1/2").source.name == "bpg"
+    assert capsys.readouterr().err == ""
+    # nothing configured, nothing on PATH: HEVC-intra, announced once on stderr
+    monkeypatch.delenv("LRISC_BPGENC")
+    monkeypatch.delenv("LRISC_BPGDEC")
+    for _ in range(2):
+        assert "hevc" in make_bpg_ldpc("qpsk-1/2").source.name
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bpgenc and bpgdec not found on PATH" in err[0] and "HEVC-intra" in err[0]
 
 
 # ---------------------------------------------------------------------------------------------------- codecs

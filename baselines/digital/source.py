@@ -49,6 +49,10 @@ class MissingBinaryError(RuntimeError):
     """An external encoder/decoder binary is not installed."""
 
 
+class CoderFailed(ValueError):
+    """A configured external coder binary that does not work (non-zero exit, no output, cannot be run)."""
+
+
 class SourceCoder(ABC):
     """An image coder with an integer quality scale.
 
@@ -117,6 +121,7 @@ class _EncodeCache:
 
 
 ENCODE_CACHE = _EncodeCache()
+_BPG_TESTED: set[tuple] = set()  # (bpgenc, bpgdec, level) pairs that passed BPGCoder.self_test
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -137,7 +142,8 @@ def rate_match(coder: SourceCoder, image: np.ndarray, max_bytes: int) -> RateMat
     r"""Highest quality whose encoding fits ``max_bytes`` bytes, by bisection over ``coder.qualities``.
 
     Finds :math:`q^* = \max\{q : |\mathrm{enc}(x, q)| \le B\}` assuming sizes grow with quality; encodings
-    are cached per (coder, image, quality), so the budgets of several MCS share encoder calls.
+    are cached per (coder, image, quality), so the budgets of several MCS share encoder calls; those of BPG
+    and HEVC also on disk, across runs (:mod:`baselines.digital.encode_cache`).
 
     :input coder: the :class:`SourceCoder`.
     :input image: [H, W, 3] `np.uint8`.
@@ -156,6 +162,8 @@ def rate_match(coder: SourceCoder, image: np.ndarray, max_bytes: int) -> RateMat
     qs = coder.qualities(max_bytes)
     if len(qs) == 0:
         return None
+    from baselines.digital import encode_cache
+
     digest = image_digest(image)
     calls = 0
 
@@ -164,8 +172,11 @@ def rate_match(coder: SourceCoder, image: np.ndarray, max_bytes: int) -> RateMat
         key = (coder.key, digest, qs[i])
         d = ENCODE_CACHE.get(key)
         if d is None:
-            d = coder.encode_at(image, qs[i])
-            calls += 1
+            d = encode_cache.load(coder, digest, qs[i])  # BPG/HEVC: kept on disk across runs
+            if d is None:
+                d = coder.encode_at(image, qs[i])
+                calls += 1
+                encode_cache.store(coder, digest, qs[i], d)
             ENCODE_CACHE.put(key, d)
         return d
 
@@ -224,6 +235,7 @@ class BPGCoder(SourceCoder):
         self.timeout = timeout
         self.name = "bpg"
         self.key = f"bpg:{self.bpgenc}:444:m{self.level}"
+        self.self_test()
 
     def qualities(self, max_bytes: int) -> Sequence[int]:
         return range(51, -1, -1)
@@ -231,15 +243,56 @@ class BPGCoder(SourceCoder):
     def _run(self, args: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(args, capture_output=True, timeout=self.timeout, check=False)
 
+    def _call(self, args: list[str], dst: str, what: str) -> None:
+        """Run a binary that must write ``dst``; :class:`CoderFailed` naming it and its exit status otherwise."""
+        try:
+            r = self._run(args)
+        except subprocess.TimeoutExpired:
+            raise CoderFailed(f"{args[0]} did not finish {what} within {self.timeout:g} s; check that binary or "
+                              "unset LRISC_BPGENC/LRISC_BPGDEC to use HEVC-intra through pillow-heif") from None
+        except OSError as e:
+            raise CoderFailed(f"{args[0]} cannot be run ({e.strerror or e}); check that binary or unset "
+                              "LRISC_BPGENC/LRISC_BPGDEC to use HEVC-intra through pillow-heif") from None
+        if r.returncode != 0 or not os.path.exists(dst):
+            msg = " ".join((r.stderr or r.stdout or b"").decode(errors="replace").split())[-300:]
+            status = f"exit status {r.returncode}" if r.returncode != 0 else "exit status 0 but no output file"
+            raise CoderFailed(f"{args[0]} failed {what} ({status}; it said: {msg or 'nothing'}); check that "
+                              "binary or unset LRISC_BPGENC/LRISC_BPGDEC to use HEVC-intra through pillow-heif")
+
+    def self_test(self) -> None:
+        """Encode and decode a small image once per process and binary pair, so that a configured binary that
+        does not work is an error before a sweep starts (never a silent loss of every image)."""
+        key = (self.bpgenc, self.bpgdec, self.level)
+        if key in _BPG_TESTED:
+            return
+        from PIL import Image
+
+        img = np.tile(np.arange(0, 256, 16, dtype=np.uint8)[None, :, None], (16, 1, 3))
+        data = self.encode_at(img, 30)
+        with tempfile.TemporaryDirectory(prefix="lrisc-bpg-") as d:
+            src, dst = os.path.join(d, "in.bpg"), os.path.join(d, "out.png")
+            with open(src, "wb") as f:
+                f.write(data)
+            self._call([self.bpgdec, "-o", dst, src], dst, "decoding a 16x16 test image")
+            try:
+                with Image.open(dst) as im:
+                    shape = np.asarray(im.convert("RGB")).shape
+            except Exception:  # noqa: BLE001 - any unreadable output
+                shape = None
+        if shape != (16, 16, 3):
+            raise CoderFailed(f"{self.bpgdec} wrote no 16x16 image when decoding a test image of {self.bpgenc}; "
+                              "check those binaries or unset LRISC_BPGENC/LRISC_BPGDEC")
+        _BPG_TESTED.add(key)
+
     def encode_at(self, image: np.ndarray, q: int) -> bytes:
         from PIL import Image
 
         with tempfile.TemporaryDirectory(prefix="lrisc-bpg-") as d:
             src, dst = os.path.join(d, "in.png"), os.path.join(d, "out.bpg")
             Image.fromarray(np.ascontiguousarray(image)).save(src)
-            r = self._run([self.bpgenc, "-f", "444", "-q", str(int(q)), "-m", str(self.level), "-o", dst, src])
-            if r.returncode != 0 or not os.path.exists(dst):
-                raise RuntimeError(f"bpgenc failed (exit {r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")
+            h, w = image.shape[:2]
+            self._call([self.bpgenc, "-f", "444", "-q", str(int(q)), "-m", str(self.level), "-o", dst, src], dst,
+                       f"encoding a {w}x{h} image at -q {int(q)}")
             with open(dst, "rb") as f:
                 return f.read()
 
@@ -514,15 +567,41 @@ class JPEG2000Coder(SourceCoder):
 
 
 # ---------------------------------------------------------------------------------------------------- selection
+_FALLBACK_NOTED: list[str] = []  # the HEVC fallback is announced once per process
+
+
 def make_source_coder(kind: str = "auto", *, bpgenc: str | None = None, bpgdec: str | None = None,
                       hevc_preset: str = "slow", bpg_level: int = 8) -> SourceCoder:
-    """``bpg`` (binaries, error if missing), ``hevc`` (pillow-heif), ``auto`` (bpg if its binaries are found,
-    else hevc) or ``jpeg2000``."""
+    """``bpg`` (binaries, error if missing), ``hevc`` (pillow-heif), ``auto`` or ``jpeg2000``.
+
+    ``auto``: BPG when its binaries are configured (options ``bpgenc``/``bpgdec``, ``$LRISC_BPGENC``/
+    ``$LRISC_BPGDEC``: then a missing or failing binary is an error, never replaced) or found on PATH; HEVC-intra
+    only when nothing is configured and nothing is on PATH, announced once on stderr."""
     if kind == "auto":
+        configured = [v for v in (bpgenc, bpgdec, os.environ.get("LRISC_BPGENC"), os.environ.get("LRISC_BPGDEC"))
+                      if v]
+        if configured:
+            try:
+                return BPGCoder(bpgenc, bpgdec, level=bpg_level)
+            except MissingBinaryError as e:
+                names = [n for n, v in (("bpgenc=", bpgenc), ("bpgdec=", bpgdec), ("LRISC_BPGENC", os.environ.get(
+                    "LRISC_BPGENC")), ("LRISC_BPGDEC", os.environ.get("LRISC_BPGDEC"))) if v]
+                raise MissingBinaryError(f"BPG is configured ({', '.join(names)}) but {str(e).split(';')[0]}; give "
+                                         "both bpgenc and bpgdec as working binaries, or unset them to use "
+                                         "HEVC-intra through pillow-heif") from None
         try:
             return BPGCoder(bpgenc, bpgdec, level=bpg_level)
-        except MissingBinaryError:
-            return HEVCCoder(preset=hevc_preset)
+        except MissingBinaryError as e:
+            coder = HEVCCoder(preset=hevc_preset)
+            if not _FALLBACK_NOTED:
+                import sys
+
+                _FALLBACK_NOTED.append(str(e))
+                missing = str(e).split(";")[0]
+                print(f"lrisc-sim: note: {missing}: the digital codecs use HEVC-intra through pillow-heif (the same "
+                      "codec core; rows say so in info.source_coder); install libbpg or set LRISC_BPGENC/"
+                      "LRISC_BPGDEC to use BPG", file=sys.stderr)
+            return coder
     if kind == "bpg":
         return BPGCoder(bpgenc, bpgdec, level=bpg_level)
     if kind == "hevc":

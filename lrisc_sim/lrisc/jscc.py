@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from channels.power import normalize_power
-from lrisc_sim.codec import SideInfoCharge
+from lrisc_sim.codec import ImageTooSmall, SideInfoCharge
 from lrisc_sim.lrisc.config import JSCCConfig, SNRAdaptConfig
 from lrisc_sim.lrisc.snr_adapt import SNRAdapter
 
 
-class RateControlError(ValueError):
-    """The target CBR cannot be met even with every token at the shortest length."""
+class RateControlError(ImageTooSmall):
+    """The target CBR cannot be met even with every token at the shortest length (a ``ValueError``; the engine
+    adds which images)."""
 
 
 class RateQuantizer:
@@ -141,7 +142,7 @@ def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantiz
         raise RateControlError(
             f"target CBR too low: the shortest code (every one of {L} tokens at {quantizer.levels[0]} channel "
             f"uses, plus {int(su0[i])} uses of rate indices) needs {int(total0[i])} channel uses, the budget is "
-            f"{int(budget_t[i])}; raise the CBR")
+            f"{int(budget_t[i])}; raise the CBR or use larger images")
     # beyond hi all tokens with positive entropy sit at v_max; geometric bisection below it
     emin = torch.where(e > 0, e, torch.full_like(e, float("inf"))).amin(1).clamp(min=1e-6, max=1e6)
     hi = (quantizer.levels[-1] + 1) / emin

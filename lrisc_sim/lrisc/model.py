@@ -153,16 +153,23 @@ class LRISC(nn.Module):
     @staticmethod
     def load(path: str | Path, device: str | torch.device = "cpu") -> LRISC:
         """Read a model written by ``save`` (eval mode)."""
-        from safetensors import safe_open
         from safetensors.torch import load_file
+
+        from lrisc_sim.safeio import CheckpointError, safetensors_metadata
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"LRISC checkpoint {path} not found")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "config" not in meta:
-            raise ValueError(f"{path}: not an LRISC checkpoint (no config in its metadata)")
-        model = LRISC(LRISCConfig.from_dict(json.loads(meta["config"])))
-        model.load_state_dict(load_file(str(path)))
+        fix = "give an LRISC .safetensors checkpoint written by `lrisc-sim train lrisc`"
+        meta = safetensors_metadata(path, "LRISC checkpoint", fix)  # refuses pickles unparsed
+        if meta.get("format") != "lrisc-v1" or "config" not in meta:
+            other = " (it looks like a DeepJSCC checkpoint: use it with --checkpoint deepjscc=PATH)" if meta else ""
+            raise CheckpointError(f"{path} is not an LRISC checkpoint{other}; {fix}")
+        try:
+            model = LRISC(LRISCConfig.from_dict(json.loads(meta["config"])))
+            model.load_state_dict(load_file(str(path)))
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: its weights do not fit the LRISC architecture in its metadata "
+                                  f"({first.rstrip(':')}); {fix}") from None
         return model.to(device).eval()

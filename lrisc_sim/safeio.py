@@ -1,0 +1,116 @@
+"""Files read and written safely: atomic text writes, the output folder's run lock, checkpoint headers.
+
+* :func:`atomic_write_text`: temp file + fsync + rename, so a kill never leaves a torn file (``config.json``).
+* :func:`folder_lock`: an advisory ``fcntl.flock`` on ``FOLDER/.lock`` held for a whole run, so that a second
+  process writing into the same output folder is refused. The kernel drops the lock when its process dies, so a
+  lock left by a killed run never blocks a resume (the file stays; only the lock on it counts).
+* :func:`safetensors_metadata`: the header of a ``.safetensors`` checkpoint; pickles (``torch.save`` files)
+  are refused before anything parses them, and any unreadable file is a one-line :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_NAME = ".lock"
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used, with a one-line message saying what to give instead."""
+
+
+class FolderBusy(ValueError):
+    """Another process holds the run lock of an output folder."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder, fsync'ed, then renamed over ``path``:
+    readers see the old or the new content, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+_HELD: dict[str, list] = {}  # resolved folder -> [file object, depth]: the lock is re-entrant within a process
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold the exclusive run lock of ``folder`` (created if missing) for the ``with`` block.
+
+    Raises :class:`FolderBusy` at once (no waiting) when another process holds it; the message names that
+    process. Nested use in one process is allowed."""
+    import fcntl
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = folder / LOCK_NAME
+    f = open(path, "a+")  # noqa: SIM115 - held open for the block
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FolderBusy(f"{folder} is in use by another lrisc-sim run ({holder}); wait for it to finish, "
+                             "or choose another output folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        _HELD[key] = [f, 1]
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+    finally:
+        f.close()  # closing the file releases the lock
+
+
+def is_pickle(head: bytes) -> bool:
+    """True for the first bytes of a pickle (protocol 2+) or of a ``torch.save`` zip archive."""
+    return head[:1] == b"\x80" or head[:2] == b"PK"
+
+
+def safetensors_metadata(path: str | os.PathLike, what: str, fix: str) -> dict[str, str]:
+    """The metadata of the ``.safetensors`` file ``path`` (header only). ``what`` names the expected file (e.g.
+    'LRISC checkpoint'); ``fix`` ends the message. A pickle is refused without being parsed; a missing or
+    corrupt file is a :class:`CheckpointError`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} {path} not found; {fix}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {what} {path} ({e.strerror}); {fix}") from None
+    if is_pickle(head):
+        raise CheckpointError(f"{path} is a pickle/torch.save file, which could run code and is never loaded; "
+                              f"{fix}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable {what} (not a .safetensors file: {reason}); {fix}") from None
