@@ -23,6 +23,7 @@ after F. Giesen's rans_byte); it runs in Python, about a second per Kodak image.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,10 +104,10 @@ def rans_decode(data: bytes, freqs: np.ndarray, escape: int | None = None) -> np
     mask = TOTAL - 1
     for i in range(n):
         slot = x & mask
-        row = cum[i]
-        s = int(np.searchsorted(row, slot, side="right"))
-        f = int(freqs[i, s])
-        x = f * (x >> PRECISION) + slot - (int(row[s]) - f)
+        row = cum[i].tolist()
+        s = bisect_right(row, slot)
+        lo = row[s - 1] if s else 0
+        x = (row[s] - lo) * (x >> PRECISION) + slot - lo
         while x < RANS_L:
             x = (x << 8) | data[p]
             p += 1
@@ -145,9 +146,10 @@ def _decode_values(data: bytes, probs: np.ndarray, rng: int) -> np.ndarray:
 def _gaussian_probs(sigma: torch.Tensor, rng: int) -> np.ndarray:
     """``n x (2 rng + 1)``: mass of N(0, sigma) convolved with U(-1/2, 1/2) at -rng..rng (as ``GaussianConditional``)."""
     s = sigma.double().reshape(-1, 1)
-    v = torch.arange(-rng, rng + 1, dtype=torch.float64).abs()[None]
-    cdf = lambda t: 0.5 * torch.erfc(-t / math.sqrt(2.0))  # noqa: E731
-    return (cdf((0.5 - v) / s) - cdf((-0.5 - v) / s)).clamp(min=0).numpy()
+    k = torch.arange(0, rng + 2, dtype=torch.float64)[None]
+    edge = 0.5 * torch.erfc((k - 0.5) / (s * math.sqrt(2.0)))  # Phi((0.5 - k) / sigma), lower tail: accurate
+    half = (edge[:, :-1] - edge[:, 1:]).clamp(min=0)  # mass at |v| = 0..rng
+    return torch.cat([half.flip(1)[:, :-1], half], 1).numpy()
 
 
 def _prior_probs(model, rng: int) -> np.ndarray:
