@@ -54,6 +54,7 @@ class TrainConfig:
     val_every: int = 500
     val_crop: int = 512
     max_minutes: float | None = None
+    loss_log: str | None = None  # per-step training loss, one line per step (rank 0)
     eval_kodak: str | None = None
     eval_snr: float = 10.0
     arch: DeepJSCCConfig = field(default_factory=DeepJSCCConfig)
@@ -254,8 +255,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """
     from tqdm import tqdm
 
+    from lrisc_sim import ddp
     from lrisc_sim.train_state import EMA, StateError, load_state, save_state
 
+    dist = ddp.init(cfg.device)
+    if not dist.main:
+        log = lambda *a, **k: None  # noqa: E731 (rank 0 logs)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     lo, hi = parse_snr_range(cfg.snr)
@@ -267,8 +272,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
     path = out / f"{name}.safetensors"
     state_path = Path(cfg.state) if cfg.state else default_state_path(name)
-    device = torch.device(cfg.device)
+    device = dist.device
     amp = device.type == "cuda"
+    try:
+        dist.local_batch(cfg.batch_size)
+    except ValueError as e:
+        raise DeepJSCCError(str(e)) from None
     torch.manual_seed(cfg.seed)
     model = DeepJSCC(cfg.arch).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -309,7 +318,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"state {state_path}")
 
     def cpu_hours(t: float) -> float:
-        return prior_cpu_h + (0.0 if device.type == "cuda" else t * threads / 3600)
+        return prior_cpu_h + (0.0 if device.type == "cuda" else t * threads * dist.world / 3600)
 
     def meta() -> dict:
         return {"step": step, "elapsed": elapsed, "history": history, "warm_from": warm_from,
@@ -331,9 +340,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         save_model(eval_model, path, card)
         return card
 
+    net = dist.wrap(model)
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"deepjscc {cfg.cbr}", mininterval=1 if sys.stderr.isatty()
-               else 60, dynamic_ncols=True)
+               else 60, dynamic_ncols=True, disable=not dist.main)
+    k = cfg.arch.channels * (cfg.crop // cfg.arch.factor) ** 2 // 2  # complex symbols per training crop
+    loss_log = open(cfg.loss_log, "a") if cfg.loss_log and dist.main else None
     run_loss = history[-1]["train_loss"] if history else float("nan")
     t0 = time.time() - elapsed
     t_start = time.time()
@@ -341,10 +353,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, warm_from)
-        x = crops.batch(cfg.batch_size, it).to(device)
-        snr = lo + (hi - lo) * torch.rand(x.shape[0], device=device) if hi > lo else torch.tensor(lo)
+        # the global batch, its SNRs and channel noise are the same on every rank (seeded by (seed, step));
+        # each rank trains on its slice, so N processes follow the loss curve of one with the same batch
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        xg = crops.batch(cfg.batch_size, it)
+        snr_g = lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g) if hi > lo else torch.full((cfg.batch_size,), lo)
+        noise_g = torch.view_as_complex(torch.randn(cfg.batch_size, k, 2, generator=g) / math.sqrt(2))
+        x, snr, noise = (dist.shard(t).to(device) for t in (xg, snr_g, noise_g))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            y = model(x, snr)
+            y = net(x, snr, noise)
         loss = torch.mean((y.float() - x) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -354,21 +371,32 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if ema is not None:
             ema.update(model)
         step += 1
-        lv = float(loss.detach())
+        lv = dist.mean(float(loss.detach()))
+        if loss_log:
+            loss_log.write(f"{step} {lv:.9g}\n")
+            loss_log.flush()
         run_loss = lv if not math.isfinite(run_loss) else 0.98 * run_loss + 0.02 * lv
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.5f}", psnr=f"{float(psnr_from_mse(run_loss)):.2f}", refresh=False)
-        over = cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes
+        over = dist.any(cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes)
         if step % cfg.val_every == 0 or step == cfg.steps or over:
             elapsed = time.time() - t0
-            card = export()
-            save_state(state_path, model, opt, ema.shadow if ema else None, meta())
-            bar.write(f"step {step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
-                      f"val PSNR {history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s, "
-                      f"{cpu_hours(elapsed):.2f} CPU-h")
+            if dist.main:
+                card = export()
+                save_state(state_path, model, opt, ema.shadow if ema else None, meta())
+                bar.write(f"step {step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
+                          f"val PSNR {history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s, "
+                          f"{cpu_hours(elapsed):.2f} CPU-h")
+            dist.barrier()
             if over:
                 break
     bar.close()
+    if loss_log:
+        loss_log.close()
+    if not dist.main:
+        dist.close()
+        return card
+    dist.close()
     if step < cfg.steps:
         log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; run the same command with "
             f"--resume to continue (state {state_path})")
@@ -506,6 +534,7 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="warm start: load the tensors of this checkpoint that fit (the trunk of another CBR)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (saving the state) after this many minutes; --resume continues")
+    p.add_argument("--loss-log", default=None, metavar="FILE", help="append 'step loss' per training step here")
     p.add_argument("--levels", type=int, default=None,
                    help="stride-2 layers, downsampling d = 2^levels (default: 2 where the CBR allows, else 3)")
     p.add_argument("--extra", type=int, default=None,
@@ -539,7 +568,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(cbr=args.cbr, snr=args.snr, data=args.data, val=str(args.val), steps=args.steps,
                        batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_final=args.lr_final,
                        warmup=args.warmup, ema=args.ema, clip=args.clip, init=args.init,
-                       max_minutes=args.max_minutes,
+                       max_minutes=args.max_minutes, loss_log=args.loss_log,
                        device=args.device, out=args.out, state=args.state, resume=args.resume,
                        threads=args.threads, seed=args.seed, val_every=args.val_every,
                        eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch)
