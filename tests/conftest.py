@@ -1,11 +1,15 @@
 """Shared test set-up: one torch thread (2-core CI), paths to the shared data."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# source encodings stay off the user's cache folder (tests/test_digital_encode_cache.py turns the cache on in a
+# temporary one)
+os.environ.setdefault("LRISC_SIM_ENCODE_CACHE", "0")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from baselines.digital import encode_cache
 from baselines.digital.link import BlockLayout, LDPCLink, plan_blocks, unbiased
 from baselines.digital.mcs import MCS, STANDARD_MCS, parse_mcs
 from baselines.digital.source import SourceCoder, make_source_coder, rate_match
@@ -133,10 +134,14 @@ class SeparationCodec(Codec):
         self.device = torch.device(device)
         return self
 
-    def _source_encode(self, x: torch.Tensor, max_bytes: Sequence[int]) -> tuple[SourceState, dict[str, list]]:
+    def _source_encode(self, x: torch.Tensor, max_bytes: Sequence[int], also: Sequence[int] = ()
+                       ) -> tuple[SourceState, dict[str, list]]:
+        """Rate-match every image to its budget; the encodings (and those of the budgets ``also``, which other
+        codecs will ask for) are computed in parallel over the images (:func:`encode_cache.prefetch`)."""
         b, _, h, w = x.shape
         hw = self.original_hw or (h, w)
         images = to_uint8(x)
+        encode_cache.prefetch(self.source, images, [[int(mb), *also] for mb in max_bytes])
         payloads: list[bytes | None] = []
         recon = fallback_images(b, h, w, x.device)
         quality, nbytes = [], []
@@ -223,6 +228,8 @@ class LDPCCodec(SeparationCodec):
         super().__init__(source, prefix, device)
         self.mcs = mcs
         self.name = f"{prefix}-ldpc:{mcs.name}"
+        #: MCSs whose source budgets are prepared along with this one's (set by :class:`EnvelopeCodec`)
+        self.sibling_mcs: tuple[MCS, ...] = ()
         self.link_options = dict(num_iter=num_iter, decode_batch=decode_batch, early_stop=early_stop,
                                  stop_on_failure=stop_on_failure, demapping=demapping)
 
@@ -249,7 +256,8 @@ class LDPCCodec(SeparationCodec):
         k = self.budget(x, cbr)
         layout = plan_blocks(self.mcs, k)
         max_bytes = layout.max_bytes if layout is not None else 0
-        state, info = self._source_encode(x, [max_bytes] * b)
+        also = [lay.max_bytes for lay in (plan_blocks(m, k) for m in self.sibling_mcs) if lay is not None]
+        state, info = self._source_encode(x, [max_bytes] * b, also)
         state.layout = layout
         info["mcs"] = [self.mcs.name] * b
         width = layout.uses if layout is not None else 0
@@ -301,6 +309,8 @@ class EnvelopeCodec(Codec):
         self._variants = sorted(variants, key=lambda v: (v.mcs.efficiency, v.mcs.bits_per_symbol))
         self.name = name
         self.prune = prune
+        for v in self._variants:  # the first variant to encode a batch has the source encodings of all made at once
+            v.sibling_mcs = tuple(s.mcs for s in self._variants)
 
     def variants(self) -> list[LDPCCodec]:
         """The fixed-MCS codecs, most robust (lowest spectral efficiency) first."""
