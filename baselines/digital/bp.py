@@ -41,8 +41,7 @@ import torch
 PHI_MIN, PHI_MAX = 8.5e-8, 16.635532
 
 _ZERO = None  # an exact zero of the symbolic sums
-_SIGN = -(1 << 31)  # float32 sign bit as int32
-_ABS = (1 << 31) - 1
+_ABS = (1 << 31) - 1  # all bits of a float32 but its sign, as int32
 
 
 # ---------------------------------------------------------------------------------------------------- sum order
@@ -411,17 +410,7 @@ class FloodingBP:
             if bool(finished.any()):
                 keep = torch.nonzero(~finished).flatten()
                 kd = keep.to(self.device)
-                v2c, lch, x_tot = v2c[:, kd], lch[:, kd], None
+                v2c, lch = v2c.index_select(1, kd), lch.index_select(1, kd)
                 words, done = words[keep], done[keep]
         return bits, ok
-
-
-def sionna_exact_check(dec, llr: torch.Tensor, num_iter: int) -> bool:
-    """Do :class:`FloodingBP` and ``dec`` give the same information bits on ``llr``? (diagnostics)"""
-    ref = dec(llr, num_iter=num_iter)
-    if isinstance(ref, tuple):
-        ref = ref[0]
-    bits, _ = FloodingBP(dec).decode(llr, num_iter)
-    return bool(torch.equal(ref.reshape(bits.shape), bits))
-
 
