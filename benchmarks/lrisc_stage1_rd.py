@@ -22,10 +22,11 @@ For the first ``--sweep-limit`` images, each LRISC checkpoint is also decoded wi
 sampler (PSNR / LPIPS vs denoising steps).
 
 Writes to ``--out``: ``per_image.csv``, ``summary.csv``, ``summary.md`` (the printed tables) and ``rd.png``
-(PSNR and LPIPS vs bpp). Cost on one CPU thread, full-size Kodak (768 x 512) with the small preset: about 1.5 s
-per U-Net call, 10 s of Python rANS and 5-10 s of HEVC per image, so the default (24 images, the 6-step
-decode, the 1/2/4/6/10-step sweep on 4 images) takes about 15-20 minutes; ``--limit`` and ``--crop`` make it
-shorter, ``--sweep-limit 24`` sweeps every image (about 25 minutes more).
+(PSNR and LPIPS vs bpp). Cost on one CPU thread shared with other jobs, full-size Kodak (768 x 512), small
+preset: about 70 s per image (6-step decode, rANS both ways, HEVC at 13 rates) plus about 140 s per swept image,
+so the default (24 images, the 1/2/4/6/10-step sweep on the first 4) takes about 35-40 minutes there (less on
+an idle core); ``--limit``, ``--sweep-limit`` and ``--crop`` make it shorter. The committed result
+(``benchmarks/results/lrisc_stage1_rd``) used ``--limit 10 --sweep-limit 2`` (17 minutes).
 """
 
 from __future__ import annotations
