@@ -223,6 +223,7 @@ def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
 
     if not Path(path).is_file():
         raise DeepJSCCError(f"--init {path}: no such checkpoint")
+    read_config(path)  # a one-line DeepJSCCError for a pickle, garbage or another model's checkpoint
     src = load_file(str(path))
     own = model.state_dict()
     kept = [k for k in own if k not in src or src[k].shape != own[k].shape]

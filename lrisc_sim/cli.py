@@ -331,9 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         if a.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        kind = "" if isinstance(e, (CliError, ValueError, FileNotFoundError, LookupError)) else f"{type(e).__name__}: "
+        worded = (CliError, ValueError, FileNotFoundError, LookupError, _missing_binary_error())
+        kind = "" if isinstance(e, worded) else f"{type(e).__name__}: "
         print(f"lrisc-sim: error: {kind}{msg}", file=sys.stderr)
         return 2
+
+
+def _missing_binary_error() -> type:
+    """The digital baseline's error for a missing or failing coder binary (its message is already worded)."""
+    from baselines.digital.source import MissingBinaryError
+
+    return MissingBinaryError
 
 
 if __name__ == "__main__":

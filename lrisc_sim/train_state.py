@@ -73,14 +73,14 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise StateError(f"cannot read training state {path}: {e.strerror}") from None
     if head[:1] == b"\x80" or head == b"PK":
         raise StateError(f"{path} is a pickle/torch.save file, which could run code and is never loaded: delete "
-                         f"it (training then restarts from the last exported weights)")
+                         f"it to start this training run afresh")
     try:
         with safe_open(str(path), framework="pt") as f:
             doc = json.loads((f.metadata() or {})["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise StateError(f"{path}: not a training state written by lrisc-sim ({type(e).__name__}); delete it to "
-                         f"restart from the last exported weights") from None
+                         f"start this training run afresh") from None
     return tensors, doc
 
 

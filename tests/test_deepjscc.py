@@ -246,3 +246,14 @@ def test_shipped_checkpoints_found():
     codec = make_deepjscc(None)
     assert Fraction(1, 48) in codec.paths
     assert "checkpoints for CBR" in codec.describe()
+
+
+def test_warm_start_from_garbage_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    data = _smooth_images(tmp_path / "d")
+    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=1, batch_size=2, crop=32, val_every=1,
+                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), init=str(bad), threads=1,
+                      arch=DeepJSCCConfig(**SMALL))
+    with pytest.raises(DeepJSCCError, match="bad.safetensors"):
+        train(cfg, log=lambda *a: None)

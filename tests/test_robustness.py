@@ -466,3 +466,13 @@ def test_lrisc_rows_agree_across_batch_sizes_within_the_stated_tolerance(folder,
     assert (frames[0]["cbr_total"] == frames[1]["cbr_total"]).all()
     for m in ("psnr", "lpips"):
         assert (frames[0][m] - frames[1][m]).abs().max() < 1e-4, m
+
+
+def test_configured_bpg_binary_missing_is_one_worded_line(tmp_path, folder, capsys, monkeypatch):
+    from lrisc_sim.cli import main
+
+    monkeypatch.setenv("LRISC_BPGENC", str(tmp_path / "nonexistent"))
+    monkeypatch.setenv("LRISC_BPGDEC", str(tmp_path / "nonexistent"))
+    line = one_line_error(capsys, main(sweep(folder, tmp_path / "o", codec="bpg-capacity")), "nonexistent",
+                          "LRISC_BPGENC")
+    assert "MissingBinaryError" not in line
