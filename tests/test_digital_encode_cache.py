@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -35,8 +37,12 @@ def test_second_run_reads_the_disk_cache_and_gives_identical_bytes(cache, photos
     assert (folder / "key.txt").read_text().strip() == coder.key
     files = sorted((folder / image_digest(photos[0])).glob("q*.bin"))
     assert len(files) == first.encodes
-    for f in files:  # plain bytes: the encoding itself
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in files:  # plain bytes: the encoding itself, a file like any other (umask permissions)
         assert f.read_bytes() == coder.encode_at(photos[0], int(f.stem[1:]))
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(folder.rglob(".tmp-*"))
     # a new run: empty memory, the encoder must not be called
     ENCODE_CACHE.clear()
     monkeypatch.setattr(HEVCCoder, "encode_at", lambda self, image, q: pytest.fail("encoded again"))
@@ -53,8 +59,6 @@ def test_disk_cache_can_be_turned_off_and_skips_fast_coders(cache, photos, monke
 
 
 def test_workers_default_to_the_available_cores(monkeypatch):
-    import os
-
     monkeypatch.delenv(encode_cache.ENV_WORKERS, raising=False)
     assert encode_cache.encode_workers() == len(os.sched_getaffinity(0))
     monkeypatch.setenv(encode_cache.ENV_WORKERS, "3")

@@ -32,8 +32,8 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,7 +108,10 @@ def store(coder, digest: str, q: int, data: bytes) -> None:
 
 
 def _write(p: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=p.suffix)
+    """Write ``p`` through a temporary file in its folder and a rename (readers never see a partial file);
+    permissions follow the umask, as for any file the user creates."""
+    tmp = p.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}{p.suffix}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
