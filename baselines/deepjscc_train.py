@@ -55,6 +55,7 @@ class TrainConfig:
     val_crop: int = 512
     max_minutes: float | None = None
     loss_log: str | None = None  # per-step training loss, one line per step (rank 0)
+    workers: int = 0  # DataLoader workers streaming the files (0: all images in memory)
     eval_kodak: str | None = None
     eval_snr: float = 10.0
     arch: DeepJSCCConfig = field(default_factory=DeepJSCCConfig)
@@ -115,11 +116,11 @@ def data_folders(data: str) -> list[str]:
 
 
 def split_data(cfg: TrainConfig):
-    """Training crops and validation images (``list[(id, 3 x H x W)]``, centre-cropped to multiples of d).
+    """Training image paths and validation images (``list[(id, 3 x H x W)]``, centre-cropped to multiples of d).
 
     ``--data`` is one folder or several, comma-separated; ``--val N`` holds out the last N images of the first.
     """
-    from lrisc_sim.data import RandomCrops, image_paths, load_image
+    from lrisc_sim.data import image_paths, load_image
 
     folders = data_folders(cfg.data)
     if not folders:
@@ -133,7 +134,7 @@ def split_data(cfg: TrainConfig):
         paths[0] = paths[0][: len(paths[0]) - n]
     else:
         val_paths = image_paths(cfg.val)
-    crops = RandomCrops(folders[0], cfg.crop, seed=cfg.seed, paths=[p for ps in paths for p in ps])
+    train_paths = [p for ps in paths for p in ps]
     d = cfg.arch.factor
     val = []
     for p in val_paths:
@@ -142,7 +143,7 @@ def split_data(cfg: TrainConfig):
         ch, cw = min(h, cfg.val_crop) // d * d, min(w, cfg.val_crop) // d * d
         i, j = (h - ch) // 2, (w - cw) // 2
         val.append((p.stem, im[:, i: i + ch, j: j + cw]))
-    return crops, val, [p.name for p in val_paths]
+    return train_paths, val, [p.name for p in val_paths]
 
 
 @torch.no_grad()
@@ -282,7 +283,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     model = DeepJSCC(cfg.arch).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    crops, val, val_names = split_data(cfg)
+    train_paths, val, val_names = split_data(cfg)
     step, elapsed, history, warm_from, prior_cpu_h = 0, 0.0, [], 0, 0.0
     ema_state: dict = {}
     if cfg.resume and state_path.is_file():
@@ -310,12 +311,21 @@ def train(cfg: TrainConfig, log=print) -> dict:
         warm_start(model, cfg.init, log)
         prior_cpu_h = init_cpu_hours(cfg.init)
     ema = EMA(model, cfg.ema, ema_state, updates=step - warm_from if ema_state else 0) if cfg.ema > 0 else None
-    crops.seed = cfg.seed + 1000 * step  # fresh crop stream after a resume
-    it = iter(crops)
+    if cfg.workers > 0:  # files streamed by DataLoader workers, each rank its own shard (COCO-sized folders)
+        from lrisc_sim.data import streaming_loader
+
+        batches = streaming_loader(train_paths, cfg.crop, dist.local_batch(cfg.batch_size), cfg.workers,
+                                   seed=cfg.seed + 1000 * step, rank=dist.rank, world=dist.world)
+    else:  # in memory; every rank draws the same global batch and trains its slice
+        from lrisc_sim.data import RandomCrops
+
+        crops = RandomCrops(None, cfg.crop, seed=cfg.seed + 1000 * step, paths=train_paths)  # fresh after a resume
+        it = iter(crops)
+        batches = (dist.shard(crops.batch(cfg.batch_size, it)) for _ in iter(int, 1))
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
     threads = cfg.threads or torch.get_num_threads()
     log(f"{cfg.arch.describe()}; {sum(p.numel() for p in model.parameters())} parameters; "
-        f"{len(crops.images)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps; "
+        f"{len(train_paths)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps; "
         f"state {state_path}")
 
     def cpu_hours(t: float) -> float:
@@ -357,10 +367,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
         # the global batch, its SNRs and channel noise are the same on every rank (seeded by (seed, step));
         # each rank trains on its slice, so N processes follow the loss curve of one with the same batch
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        xg = crops.batch(cfg.batch_size, it)
+        x = next(batches)
         snr_g = lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g) if hi > lo else torch.full((cfg.batch_size,), lo)
         noise_g = torch.view_as_complex(torch.randn(cfg.batch_size, k, 2, generator=g) / math.sqrt(2))
-        x, snr, noise = (dist.shard(t).to(device) for t in (xg, snr_g, noise_g))
+        x = x.to(device)
+        snr, noise = (dist.shard(t).to(device) for t in (snr_g, noise_g))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             y = net(x, snr, noise)
         loss = torch.mean((y.float() - x) ** 2)
@@ -536,6 +547,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (saving the state) after this many minutes; --resume continues")
     p.add_argument("--loss-log", default=None, metavar="FILE", help="append 'step loss' per training step here")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers that stream the image files (COCO-sized folders); 0: all in memory")
     p.add_argument("--levels", type=int, default=None,
                    help="stride-2 layers, downsampling d = 2^levels (default: 2 where the CBR allows, else 3)")
     p.add_argument("--extra", type=int, default=None,
@@ -555,6 +568,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.workers < 0:
+        raise DeepJSCCError(f"--workers {args.workers}: give 0 (images in memory) or a positive number of workers")
     try:
         w = [int(v) for v in str(args.width).split(",")]
     except ValueError:
@@ -569,7 +584,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(cbr=args.cbr, snr=args.snr, data=args.data, val=str(args.val), steps=args.steps,
                        batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_final=args.lr_final,
                        warmup=args.warmup, ema=args.ema, clip=args.clip, init=args.init,
-                       max_minutes=args.max_minutes, loss_log=args.loss_log,
+                       max_minutes=args.max_minutes, loss_log=args.loss_log, workers=args.workers,
                        device=args.device, out=args.out, state=args.state, resume=args.resume,
                        threads=args.threads, seed=args.seed, val_every=args.val_every,
                        eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch)

@@ -300,6 +300,58 @@ class RandomCrops(torch.utils.data.IterableDataset):
         return torch.stack([next(it) for _ in range(n)])
 
 
+class StreamingCrops(torch.utils.data.IterableDataset):
+    """Endless random ``size x size`` crops read lazily from image files (a COCO-sized folder never sits in memory).
+
+    Each DataLoader worker of each rank reads its own shard of the files (file ``i`` belongs to worker
+    ``i mod (workers x ranks)``), in a random order from a generator seeded by (seed, rank, worker); one image is
+    decoded at a time and ``crops_per_image`` random crops (with horizontal flips) are taken from it. Images
+    smaller than the crop are upscaled. Yields ``3 x s x s``. Use through :func:`streaming_loader`.
+    """
+
+    def __init__(self, paths: list[Path], size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 crops_per_image: int = 4):
+        if not paths:
+            raise DataError("no training images to stream")
+        self.paths = list(paths)
+        self.size = size
+        self.seed = seed
+        self.rank, self.world = rank, world
+        self.crops_per_image = crops_per_image
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        shard_id, shards = self.rank * nw + wid, self.world * nw
+        mine = self.paths[shard_id::shards] or self.paths  # fewer files than shards: everyone reads all
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + shard_id)
+        s = self.size
+        while True:
+            for k in torch.randperm(len(mine), generator=g).tolist():
+                im = load_image(mine[k])
+                _, h, w = im.shape
+                if h < s or w < s:
+                    f = s / min(h, w)
+                    im = torch.nn.functional.interpolate(im[None], scale_factor=f * 1.01, mode="bilinear",
+                                                         align_corners=False)[0].clamp(0, 1)
+                    _, h, w = im.shape
+                for _ in range(self.crops_per_image):
+                    i = int(torch.randint(h - s + 1, (1,), generator=g))
+                    j = int(torch.randint(w - s + 1, (1,), generator=g))
+                    c = im[:, i: i + s, j: j + s]
+                    yield c.flip(-1) if torch.rand(1, generator=g) < 0.5 else c
+
+
+def streaming_loader(paths: list[Path], size: int, batch: int, workers: int, seed: int = 0, rank: int = 0,
+                     world: int = 1) -> Iterator[torch.Tensor]:
+    """Endless ``batch x 3 x size x size`` batches of :class:`StreamingCrops` read by ``workers`` DataLoader
+    processes (``workers`` >= 1); each rank of a distributed run streams its own shard of the files."""
+    ds = StreamingCrops(paths, size, seed=seed, rank=rank, world=world)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, persistent_workers=True,
+                                         prefetch_factor=4)
+    return iter(loader)
+
+
 def _shrink(im: torch.Tensor, max_side: int) -> torch.Tensor:
     h, w = im.shape[-2:]
     if max(h, w) <= max_side:

@@ -74,14 +74,15 @@ class Dist:
 
             td.barrier()
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``DistributedDataParallel(model)`` when distributed, else the model itself."""
+    def wrap(self, model: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
+        """``DistributedDataParallel(model)`` when distributed, else the model itself. ``find_unused``: some
+        trained parameters may get no gradient in a step (e.g. LRISC's SNR modules while they are off)."""
         if not self.active:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
     def close(self) -> None:
         if self.active:

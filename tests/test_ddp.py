@@ -72,3 +72,22 @@ def test_one_process_dist_and_batch_split():
     assert torch.equal(two.shard(torch.arange(4)), torch.tensor([2, 3]))
     with pytest.raises(ValueError, match="multiple of the 2 processes"):
         two.local_batch(5)
+
+
+@pytest.mark.slow
+def test_lrisc_trains_under_torchrun_with_two_gloo_processes(tmp_path):
+    data = _images(tmp_path / "data", n=3, size=48)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--master-addr",
+           "127.0.0.1", "--master-port", str(_free_port()), "-m", "lrisc_sim.cli", "train", "lrisc", "--stage", "1",
+           "--preset", "tiny", "--data", str(data), "--val", "1", "--steps", "4", "--batch-size", "2",
+           "--crop", "32", "--val-every", "2", "--val-steps", "1", "--no-lpips", "--threads", "1",
+           "--out", str(tmp_path / "run")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    card = json.loads((tmp_path / "run" / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert [h["step"] for h in card["history"]] == [2, 4]  # rank 0 alone validated and wrote
+    assert (tmp_path / "run" / "stage1" / "lrisc_tiny_stage1.safetensors").is_file()
+    assert r.stdout.count("LRISC preset 'tiny'") == 1  # one log, not one per rank

@@ -257,3 +257,29 @@ def test_warm_start_from_garbage_is_a_one_line_error(tmp_path):
                       arch=DeepJSCCConfig(**SMALL))
     with pytest.raises(DeepJSCCError, match="bad.safetensors"):
         train(cfg, log=lambda *a: None)
+
+
+def test_streaming_workers_train_and_shard_the_files(tmp_path):
+    from lrisc_sim.data import StreamingCrops, image_paths
+
+    data = _smooth_images(tmp_path / "d", n=4)
+    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=3, batch_size=2, crop=32, val_every=3,
+                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), threads=1, workers=1,
+                      arch=DeepJSCCConfig(**SMALL))
+    card = train(cfg, log=lambda *a: None)
+    assert card["steps"] == 3
+    # two ranks with one worker each read disjoint halves of the files (constant images tell them apart)
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(flat / f"c{i}.png")
+    paths = image_paths(flat)
+    levels = []
+    for rank in (0, 1):
+        it = iter(StreamingCrops(paths, 16, rank=rank, world=2, crops_per_image=1))
+        crops = [next(it) for _ in range(6)]
+        assert all(c.shape == (3, 16, 16) for c in crops)
+        levels.append({round(float(c.mean()) * 255) for c in crops})
+    assert levels == [{0, 100}, {50, 150}]

@@ -69,6 +69,7 @@ class RunConfig:
     max_minutes: float | None = None
     perceptual: bool = True
     ship: bool = False
+    workers: int = 0  # DataLoader workers streaming the files (0: all training images in memory)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -184,6 +185,17 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
     return rdp_loss(x, estimates, rate, diff, perceptual, tc.eta, tc.lam, extra)
 
 
+class _StageStep(torch.nn.Module):
+    """One training step's loss as a module, so that DistributedDataParallel sees a forward call."""
+
+    def __init__(self, model: LRISC, stage: int, tc: TrainConfig, perceptual: Perceptual | None):
+        super().__init__()
+        self.model, self.stage, self.tc, self.perceptual = model, stage, tc, perceptual
+
+    def forward(self, x: torch.Tensor, step: int) -> LossOutput:
+        return stage_loss(self.model, self.stage, x, step, self.tc, self.perceptual)
+
+
 def lr_at(step: int, total: int, base: float, warm: int = 100) -> float:
     """Linear warm-up over ``warm`` steps, then cosine decay to a tenth of ``base``."""
     if step < warm:
@@ -198,16 +210,17 @@ def split_data(cfg: RunConfig):
     """Training crops and validation images (``list[(id, 3 x S x S)]``, centre crops of ``val_crop``)."""
     from lrisc_sim.data import RandomCrops, image_paths, load_image
 
-    crops = RandomCrops(cfg.data, cfg.train.crop, seed=cfg.seed)
     paths = image_paths(cfg.data)
     if cfg.val.isdigit():
         n = int(cfg.val)
         if n >= len(paths):
             raise ValueError(f"--val {n}: the data folder has only {len(paths)} images; hold out fewer")
         val_paths = paths[len(paths) - n:] if n else []
-        crops.images = crops.images[: len(paths) - n]
+        paths = paths[: len(paths) - n]
     else:
         val_paths = image_paths(cfg.val)
+    # in memory unless the files are streamed by DataLoader workers (--workers, for COCO-sized folders)
+    crops = RandomCrops(None, cfg.train.crop, seed=cfg.seed, paths=paths) if cfg.workers == 0 else paths
     val = []
     for p in val_paths:
         im = load_image(p)
@@ -283,12 +296,18 @@ def train(cfg: RunConfig, log=print) -> dict:
     """Run (or continue) one stage; return its model card (also written beside the weights)."""
     from tqdm import tqdm
 
+    from lrisc_sim import ddp
+
+    dist = ddp.init(cfg.device)  # torchrun: DDP over the ranks (gloo on CPU, NCCL on CUDA); else one process
+    if not dist.main:
+        log = lambda *a, **k: None  # noqa: E731 (rank 0 logs)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    device = dist.device
     torch.manual_seed(cfg.seed + 7919 * cfg.stage)
     model = build_model(cfg, device, log)
     tc = cfg.train
+    dist.local_batch(tc.batch)  # the global batch must split evenly over the ranks
     if tc.crop % model.cfg.multiple:
         raise ValueError(f"--crop {tc.crop} must be a multiple of {model.cfg.multiple}")
     params = set_trainable(model, cfg.stage)
@@ -309,11 +328,24 @@ def train(cfg: RunConfig, log=print) -> dict:
             meta, _, _ = load_state(state_path, model, opt, device)
             step, elapsed, history, ema = int(meta["step"]), float(meta["elapsed"]), meta["history"], meta["ema"]
             log(f"resumed {state_path} at step {step}")
-    crops.seed = cfg.seed + 1000 * step + 100_000 * cfg.stage
-    it = iter(crops)
+    crop_seed = cfg.seed + 1000 * step + 100_000 * cfg.stage  # a fresh crop stream after a resume
+    if cfg.workers > 0:  # each rank streams its own shard of the files
+        from lrisc_sim.data import streaming_loader
+
+        n_train = len(crops)
+        batches = streaming_loader(crops, tc.crop, dist.local_batch(tc.batch), cfg.workers, seed=crop_seed,
+                                   rank=dist.rank, world=dist.world)
+    else:  # every rank draws the same global batch and trains its slice
+        crops.seed = crop_seed
+        n_train = len(crops.images)
+        it = iter(crops)
+        batches = (dist.shard(crops.batch(tc.batch, it)) for _ in iter(int, 1))
+    if dist.active:  # the diffusion and channel noise differ per rank (the slices hold different images)
+        torch.manual_seed(cfg.seed + 7919 * cfg.stage + 1_000_003 * dist.rank + step)
+    net = dist.wrap(_StageStep(model, cfg.stage, tc, perceptual), find_unused=True) if dist.active else None
     n_par = sum(p.numel() for p in model.parameters())
     log(f"LRISC preset '{cfg.preset}', stage {cfg.stage} ({STAGE_NAMES[cfg.stage]}): {n_par / 1e6:.2f} M "
-        f"parameters, {sum(p.numel() for p in params) / 1e6:.2f} M trained; {len(crops.images)} training images, "
+        f"parameters, {sum(p.numel() for p in params) / 1e6:.2f} M trained; {n_train} training images, "
         f"{len(val)} validation; {tc.crop}x{tc.crop} crops, batch {tc.batch}; {cfg.steps} steps; "
         f"d_p {'LPIPS' if perceptual else 'off'}")
 
@@ -323,29 +355,42 @@ def train(cfg: RunConfig, log=print) -> dict:
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 60)
+               mininterval=1 if sys.stderr.isatty() else 60, disable=not dist.main)
     t0 = time.time() - elapsed
     t_start, last_save = time.time(), time.time()
     stopped = False
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, lr)
-        x = crops.batch(tc.batch, it).to(device)
+        x = next(batches).to(device)
         # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = stage_loss(model, cfg.stage, x, step, tc, perceptual)
+            out = net(x, step) if net is not None else stage_loss(model, cfg.stage, x, step, tc, perceptual)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
         step += 1
-        for k, v in out.parts.items():
+        parts = {k: dist.mean(v) for k, v in out.parts.items()} if dist.active else out.parts
+        for k, v in parts.items():
             ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.98 * ema[k] + 0.02 * v
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in ema.items()}, refresh=False)
-        if not math.isfinite(out.parts["loss"]):
-            raise FloatingPointError(f"loss became {out.parts['loss']} at step {step}; lower --lr and resume")
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if not math.isfinite(parts["loss"]):
+            raise FloatingPointError(f"loss became {parts['loss']} at step {step}; lower --lr and resume")
+        due = dist.active and dist.any(time.time() - last_save > 60 * cfg.save_minutes)  # same on every rank
+        if dist.active and (step % cfg.val_every == 0 or step == cfg.steps or due):
+            elapsed = time.time() - t0
+            if dist.main:  # rank 0 validates and saves; the others wait
+                v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
+                history.append({"step": step, "train": {k: round(x, 5) for k, x in ema.items()}, "val": v,
+                                "seconds": round(elapsed, 1)})
+                bar.write(f"step {step}: train {json.dumps(history[-1]['train'])}; val {json.dumps(v)}; "
+                          f"{elapsed:.0f} s")
+                save_state()
+            dist.barrier()
+            last_save = time.time()
+        elif step % cfg.val_every == 0 or step == cfg.steps:
             elapsed = time.time() - t0
             v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
             history.append({"step": step, "train": {k: round(x, 5) for k, x in ema.items()}, "val": v,
@@ -360,12 +405,19 @@ def train(cfg: RunConfig, log=print) -> dict:
             elapsed = time.time() - t0
             save_state()
             last_save = time.time()
-        if cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes and step < cfg.steps:
+        if dist.any(cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes) and \
+                step < cfg.steps:
             stopped = True
             break
     bar.close()
     elapsed = time.time() - t0
+    if not dist.main:
+        dist.barrier()
+        dist.close()
+        return {"stage": cfg.stage, "step": step, "stopped": stopped, "rank": dist.rank}
     save_state()
+    dist.barrier()
+    dist.close()
     if stopped:
         log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; state in {state_path}: run the same "
             "command again to continue")
@@ -490,6 +542,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="stop (saving the state) after this many minutes; rerun the command to continue")
     p.add_argument("--no-lpips", action="store_true", help="train without the LPIPS term d_p")
     p.add_argument("--ship", action="store_true", help="copy the result into the package's checkpoint folder")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers that stream the image files (COCO-sized folders); 0: all in memory")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -510,7 +564,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      init=args.init, resume=not args.no_resume, device=args.device, threads=args.threads,
                      seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
                      save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
-                     ship=args.ship, train=tc)
+                     ship=args.ship, workers=args.workers, train=tc)
 
 
 def run_train(args: argparse.Namespace) -> int:
