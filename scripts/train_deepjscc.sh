@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
 DATA=${DATA:-../shared/data/train,../shared/data/train_extra}
 KODAK=${KODAK:-../shared/data/kodak}
-OUT=${OUT:-runs/train/deepjscc}
+OUT=${OUT:-training/deepjscc}  # committed: a new machine continues from these weights
 SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
 CBRS=${CBRS:-"1/24 1/16 1/32 1/48 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
