@@ -281,23 +281,31 @@ class RandomCrops(torch.utils.data.IterableDataset):
         s = self.size
         while True:
             im = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-            _, h, w = im.shape
-            if h < s or w < s:
-                f = s / min(h, w)
-                im = torch.nn.functional.interpolate(im[None], scale_factor=f * 1.01, mode="bilinear",
-                                                     align_corners=False)[0].clamp(0, 1)
-                _, h, w = im.shape
-            i = int(torch.randint(h - s + 1, (1,), generator=g))
-            j = int(torch.randint(w - s + 1, (1,), generator=g))
-            c = im[:, i : i + s, j : j + s]
-            if torch.rand(1, generator=g) < 0.5:
-                c = c.flip(-1)
-            yield c
+            yield random_crop(at_least(im, s), s, g)
 
     def batch(self, n: int, it: Iterator[torch.Tensor] | None = None) -> torch.Tensor:
         """A ``n x 3 x s x s`` batch (from ``it``, an iterator over this dataset, or a fresh one)."""
         it = it or iter(self)
         return torch.stack([next(it) for _ in range(n)])
+
+
+def at_least(im: torch.Tensor, s: int) -> torch.Tensor:
+    """``3 x H x W`` upscaled (bilinear) so that both sides are at least ``s``; unchanged if they are."""
+    _, h, w = im.shape
+    if h >= s and w >= s:
+        return im
+    f = s / min(h, w)
+    return torch.nn.functional.interpolate(im[None], scale_factor=f * 1.01, mode="bilinear",
+                                           align_corners=False)[0].clamp(0, 1)
+
+
+def random_crop(im: torch.Tensor, s: int, g: torch.Generator) -> torch.Tensor:
+    """A random ``3 x s x s`` crop of ``im`` (sides >= s), flipped horizontally with probability 1/2."""
+    _, h, w = im.shape
+    i = int(torch.randint(h - s + 1, (1,), generator=g))
+    j = int(torch.randint(w - s + 1, (1,), generator=g))
+    c = im[:, i: i + s, j: j + s]
+    return c.flip(-1) if torch.rand(1, generator=g) < 0.5 else c
 
 
 class StreamingCrops(torch.utils.data.IterableDataset):
@@ -328,18 +336,9 @@ class StreamingCrops(torch.utils.data.IterableDataset):
         s = self.size
         while True:
             for k in torch.randperm(len(mine), generator=g).tolist():
-                im = load_image(mine[k])
-                _, h, w = im.shape
-                if h < s or w < s:
-                    f = s / min(h, w)
-                    im = torch.nn.functional.interpolate(im[None], scale_factor=f * 1.01, mode="bilinear",
-                                                         align_corners=False)[0].clamp(0, 1)
-                    _, h, w = im.shape
+                im = at_least(load_image(mine[k]), s)
                 for _ in range(self.crops_per_image):
-                    i = int(torch.randint(h - s + 1, (1,), generator=g))
-                    j = int(torch.randint(w - s + 1, (1,), generator=g))
-                    c = im[:, i: i + s, j: j + s]
-                    yield c.flip(-1) if torch.rand(1, generator=g) < 0.5 else c
+                    yield random_crop(im, s, g)
 
 
 def streaming_loader(paths: list[Path], size: int, batch: int, workers: int, seed: int = 0, rank: int = 0,
