@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from channels.base import Received
 from channels.power import complex_to_real, real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, too_few_uses
+from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, concat_encoded, shared, too_few_uses
 
 ESTIMATORS = ("llse", "zf")
 # options the engine may pass to every codec; these codecs have no model, so they ignore them
@@ -213,6 +213,25 @@ class Uncoded(Codec):
                 tx[r] = f"{gr['plan']['mode']} {gr['plan']['size'][0]}x{gr['plan']['size'][1]}"
         return Encoded(symbols=sym, length=length, side_bits=side_bits,
                        state={"groups": groups, "hw": (h, w)}, info={"tx": tx})
+
+    batched_decode = True  # every decode step is per row (LLSE per pixel, per-image interpolation)
+
+    def concat_encoded(self, encs: list[Encoded]) -> Encoded:
+        """Rows of ``encs`` one after the other; groups of equal payload length (hence equal plan) merged."""
+        h, w = shared([e.state for e in encs], "hw")
+        merged: dict[int, dict] = {}
+        offset = 0
+        for e in encs:
+            for gr in e.state["groups"]:
+                m = merged.setdefault(gr["k"], {"rows": [], "plan": gr["plan"], "k": gr["k"], "mean": [], "var": [],
+                                                "scale": []})
+                m["rows"].append(gr["rows"] + offset)
+                for key in ("mean", "var", "scale"):
+                    m[key].append(gr[key])
+            offset += e.symbols.shape[0]
+        groups = [{**m, **{key: torch.cat(m[key]) for key in ("rows", "mean", "var", "scale")}}
+                  for m in merged.values()]
+        return concat_encoded(encs, {"groups": groups, "hw": (h, w)})
 
     def estimate(self, rx: Received, enc: Encoded) -> torch.Tensor:
         """Unclamped LLSE (or ZF) estimate, B x 3 x H x W."""

@@ -37,7 +37,7 @@ from torch import nn
 
 from channels.base import Received
 from channels.power import complex_to_real, normalize_power, real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded
+from lrisc_sim.codec import Codec, Decoded, Encoded, concat_encoded, shared
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "lrisc_sim" / "checkpoints" / "deepjscc"
 SHIPPED_CBRS = ("1/64", "1/48", "1/32", "1/24", "1/16")
@@ -376,6 +376,13 @@ class DeepJSCCCodec(Codec):
         state = {"cbr": f, "latent_hw": (hp // d, wp // d), "order": order, "k": k}
         return Encoded(symbols=s, length=torch.full((b,), k, dtype=torch.int64), side_bits=torch.zeros(b),
                        state=state)
+
+    batched_decode = True  # convolutions only, no normalisation across the batch
+
+    def concat_encoded(self, encs: list[Encoded]) -> Encoded:
+        """Rows of ``encs`` one after the other (same CBR, size and latent order)."""
+        sts = [e.state for e in encs]
+        return concat_encoded(encs, {key: shared(sts, key) for key in ("cbr", "latent_hw", "order", "k")})
 
     @torch.no_grad()
     def decode(self, rx: Received, enc: Encoded) -> Decoded:

@@ -48,7 +48,8 @@ from baselines.analog import (ESTIMATORS, GENERIC_OPTIONS, llse_combine, parse_a
                               quantize_uniform, side_charge_option, typed_option)
 from channels.base import Received
 from channels.power import real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, too_few_uses
+from lrisc_sim.codec import (Codec, Decoded, Encoded, SideInfoCharge, concat_encoded, pad_cat, shared,
+                             too_few_uses)
 
 COLOUR = torch.tensor([[1 / math.sqrt(3)] * 3,
                        [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
@@ -205,6 +206,17 @@ class SoftCast(Codec):
         side = sbits.gather(1, n_keep[:, None]).squeeze(1).cpu()
         return Encoded(symbols=symbols, length=k.cpu(), side_bits=side, state=state,
                        info={"chunks_kept": n_keep.cpu().tolist(), "chunks": [n_chunks] * b})
+
+    batched_decode = True  # every decode step is per row (LLSE per coefficient, per-image DCT)
+
+    def concat_encoded(self, encs: list[Encoded]) -> Encoded:
+        """Rows of ``encs`` one after the other; coefficient indices padded with the unused index 3 H W."""
+        sts = [e.state for e in encs]
+        h, w = shared(sts, "hw")
+        state = {"hw": (h, w), "grid": shared(sts, "grid"),
+                 **{key: torch.cat([s[key] for s in sts]) for key in ("mean", "alpha", "prior", "dropped_energy")},
+                 "index": pad_cat([s["index"] for s in sts], 3 * h * w)}
+        return concat_encoded(encs, state)
 
     def _gains(self, enc: Encoded) -> torch.Tensor:
         st = enc.state

@@ -58,6 +58,10 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, default=1, help="channel realizations per image and point (default 1)")
     s.add_argument("--seed", type=int, default=0, help="global seed of the channel realizations (default 0)")
     s.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
+    s.add_argument("--decode-batch", type=int, default=None, metavar="N",
+                   help="rows (images x SNR/trial points) per decoder call of the codecs that decode several "
+                        "points at once (softcast, uncoded, deepjscc; same numbers to the bit); 1 = one call per "
+                        "point (default: 2^18 pixels on CPU, 2^26 on a GPU)")
     s.add_argument("--metrics", default="psnr,ms_ssim,lpips", help="metrics to compute (default all three)")
     s.add_argument("--side-charge", default="fixed",
                    help="how side bits are charged: 'fixed' (1 bit per channel use = rate-1/2 LDPC + QPSK), "
@@ -170,8 +174,9 @@ def cmd_sweep(a) -> int:
     codecs = [c.strip() for c in a.codec.split(",") if c.strip()]
     if not codecs:
         raise CliError("--codec is empty: give at least one codec ('lrisc-sim codecs' lists them)")
-    if a.trials < 1 or a.batch_size < 1 or (a.limit is not None and a.limit < 1):
-        raise CliError("--trials, --batch-size and --limit must be positive integers")
+    if (a.trials < 1 or a.batch_size < 1 or (a.limit is not None and a.limit < 1)
+            or (a.decode_batch is not None and a.decode_batch < 1)):
+        raise CliError("--trials, --batch-size, --decode-batch and --limit must be positive integers")
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
     from lrisc_sim.results import METRICS
 
@@ -188,7 +193,7 @@ def cmd_sweep(a) -> int:
 
     cfg = SweepConfig(codecs=codecs, snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
                       dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed, batch_size=a.batch_size,
-                      device=a.device, metrics=metrics, side_charge=a.side_charge,
+                      device=a.device, metrics=metrics, side_charge=a.side_charge, decode_batch=a.decode_batch,
                       codec_options={c: opts.get(split_spec(c)[0], {}) for c in codecs})
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
               redo=_redo(a.redo))

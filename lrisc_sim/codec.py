@@ -120,11 +120,16 @@ class Codec(ABC):
     side_charge : how side bits are charged in channel uses (set by the engine from ``--side-charge``); the
         encoder must keep payload + ``side_charge.uses(side_bits, snr)`` within ``budget()``. Under the
         ``capacity`` rule the engine passes the SNR to every encoder.
+    batched_decode : True if the codec implements ``concat_encoded`` and ``decode`` treats every row on its own
+        (nothing shared across rows, no per-batch statistics): the engine then stacks the rows of several
+        (SNR, trial) points into one ``decode`` call (``--decode-batch``). Set it only where a row's output is
+        the same to the bit whatever the batch (LRISC's U-Net is not, so LRISC stays per point by default).
     """
 
     name: str = "codec"
     multiple: int = 1
     snr_aware_encoder: bool = False
+    batched_decode: bool = False
     side_charge: SideInfoCharge = SideInfoCharge()
 
     @abstractmethod
@@ -135,6 +140,11 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, rx: Received, enc: Encoded) -> Decoded:
         """rx: equalised received symbols and channel state; enc: the encoder's output of the same batch."""
+
+    def concat_encoded(self, encs: list[Encoded]) -> Encoded:
+        """One ``Encoded`` holding the rows of ``encs[0]``, then ``encs[1]``, ... (the same batch of images, possibly
+        encoded at different SNRs), for ``batched_decode`` codecs; see :func:`concat_encoded`."""
+        raise NotImplementedError(f"{self.name} cannot decode a concatenated batch (batched_decode is False)")
 
     def to(self, device: torch.device | str) -> Codec:
         """Move models to ``device``; codecs without models return self."""
@@ -155,6 +165,34 @@ class Codec(ABC):
         """Total complex channel uses allowed by ``cbr`` for the original image size: floor(cbr * 3 H W)."""
         h, w = self.original_hw or x.shape[-2:]
         return int(math.floor(cbr * 3 * h * w + 1e-9))
+
+
+def pad_cat(ts: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:
+    """Concatenate ``B_j x k_j`` (or ``B_j``) tensors along dim 0, padding dim 1 to the widest with ``value``."""
+    if ts[0].dim() < 2 or all(t.shape[1] == ts[0].shape[1] for t in ts):
+        return torch.cat(ts, 0)
+    k = max(t.shape[1] for t in ts)
+    return torch.cat([torch.nn.functional.pad(t, (0, k - t.shape[1]), value=value) if t.shape[1] < k else t
+                      for t in ts], 0)
+
+
+def concat_encoded(encs: list[Encoded], state: Any) -> Encoded:
+    """The rows of ``encs`` one after the other: symbols (zero-padded to the widest), lengths, side bits and
+    ``info`` lists concatenated; ``state`` is the codec's own concatenation of the states."""
+    info = {key: [v for e in encs for v in e.info[key]] for key in encs[0].info}
+    return Encoded(symbols=pad_cat([e.symbols for e in encs]), length=torch.cat([e.length for e in encs]),
+                   side_bits=torch.cat([e.side_bits for e in encs]), state=state, info=info)
+
+
+def shared(states: list[dict], key: str):
+    """``states[0][key]`` after checking that every state holds the same value (tensors compared exactly)."""
+    v = states[0][key]
+    for s in states[1:]:
+        w = s[key]
+        same = (torch.equal(v, w) if isinstance(v, torch.Tensor) else v == w)
+        if not same:
+            raise ValueError(f"cannot concatenate encodings whose '{key}' differs")
+    return v
 
 
 def cbr_report(enc: Encoded, hw: tuple[int, int], charge: SideInfoCharge,

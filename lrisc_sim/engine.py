@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from channels.base import Channel, equalize
+from channels.base import Channel, ChannelOutput, Received, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import Codec, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report, codec_note
+from lrisc_sim.codec import (Codec, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report, codec_note,
+                             pad_cat)
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.results import METRICS, point_key
 
@@ -44,6 +45,14 @@ class SweepConfig:
     metrics: tuple[str, ...] = METRICS
     side_charge: str = "fixed"
     codec_options: dict[str, dict] = field(default_factory=dict)
+    decode_batch: int | None = None  # rows (images x points) per decode call; None: DECODE_PIXELS of the device
+
+
+# Default bound on one decode call of a ``batched_decode`` codec, in padded pixels (rows x H x W): on a CPU 2^18
+# (64 rows of 64 x 64, 4 of 256 x 256), since stacking points only pays there when a point's batch is small
+# (benchmarks/results/batched_mc.txt: DeepJSCC's decode time 0.22 -> 0.14 s on single 64 x 64 images, 2.2 -> 3.1 s
+# on four 256 x 256 crops); on a GPU 2^26 (1024 rows of 256 x 256). At least one point is decoded per call.
+DECODE_PIXELS = {"cpu": 2**18, "cuda": 2**26}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -120,8 +129,22 @@ class Engine:
                         tasks.append(Task(spec, cbr, batch, pts))
         return tasks
 
+    def points_per_decode(self, codec: Codec, b: int, hw: tuple[int, int]) -> int:
+        """How many (SNR, trial) points of ``b`` images of padded size ``hw`` go into one decode call: 1 unless the
+        codec has ``batched_decode`` (and is no envelope codec); else ``decode_batch`` rows, or the device's
+        ``DECODE_PIXELS`` bound, divided by ``b`` (at least 1)."""
+        if (not getattr(codec, "batched_decode", False) or hasattr(codec, "decode_all")
+                or callable(getattr(codec, "variants", None))):
+            return 1
+        rows = self.cfg.decode_batch
+        if rows is None:
+            rows = DECODE_PIXELS.get(self.device.type, DECODE_PIXELS["cpu"]) // max(1, hw[0] * hw[1])
+        return max(1, int(rows) // b)
+
     def run_task(self, task: Task) -> Iterator[list[dict]]:
-        """Yield the rows of each (SNR, trial) point of a task, in order."""
+        """Yield the rows of each (SNR, trial) point of a task, in order. A ``batched_decode`` codec decodes
+        several consecutive points in one call (``points_per_decode``); each row keeps its own realization,
+        encoding and decoder seed, so the numbers are those of one call per point."""
         codec = self.codec(task.codec)
         tim = self.timings[task.codec]
         x0 = torch.stack([it.image for it in task.items]).to(self.device)
@@ -137,57 +160,81 @@ class Engine:
 
         reference = Reference(x0)  # the sources' LPIPS features, once for every SNR and trial
         b = len(ids)
-        for snr, trial in task.points:
+        per = self.points_per_decode(codec, b, tuple(x.shape[-2:]))
+        t_ch = 0.0
+
+        def transmit(enc: Encoded, snr: float, trial: int) -> Received:
+            nonlocal t_ch
+            c0 = time.perf_counter()
+            rx = equalize(self.channel(enc.symbols, float(snr), realizations[trial]), self.cfg.equalizer)
+            t_ch += time.perf_counter() - c0
+            return rx
+
+        for start in range(0, len(task.points), per):
+            chunk = task.points[start : start + per]
             t0 = time.perf_counter()
-            key = snr if snr_aware else None
-            if key not in encoded:
-                encoded.clear()  # one SNR's encodings alive at a time
-                snr_vec = torch.full((b,), float(snr), device=self.device) if snr_aware else None
-                with torch.no_grad():
-                    encoded[key] = encode_all(codec, x, cbr, snr_vec, ids)
+            keys = list(dict.fromkeys(snr if snr_aware else None for snr, _ in chunk))
+            for key in [k for k in encoded if k not in keys]:
+                del encoded[key]  # only the encodings of this chunk's SNRs alive at a time
+            for key in keys:
+                if key not in encoded:
+                    snr_vec = torch.full((b,), float(key), device=self.device) if snr_aware else None
+                    with torch.no_grad():
+                        encoded[key] = encode_all(codec, x, cbr, snr_vec, ids)
             t1 = time.perf_counter()
             t_ch = 0.0
-
-            def transmit(enc: Encoded):
-                nonlocal t_ch
-                c0 = time.perf_counter()
-                rx = equalize(self.channel(enc.symbols, float(snr), realizations[trial]), self.cfg.equalizer)
-                t_ch += time.perf_counter() - c0
-                return rx
-
             with torch.no_grad():
-                dec, enc_used = decode_all(codec, x, encoded[key], transmit)
+                if per == 1:
+                    snr, trial = chunk[0]
+                    dec, enc_used = decode_all(codec, x, encoded[keys[0]], lambda e: transmit(e, snr, trial))
+                    outs = [(dec, enc_used)]
+                else:
+                    encs = [encoded[snr if snr_aware else None][0] for snr, _ in chunk]
+                    rx = concat_received([transmit(e, snr, trial) for e, (snr, trial) in zip(encs, chunk)])
+                    dec = codec.decode(rx, codec.concat_encoded(encs))
+                    outs = [(split_decoded(dec, j * b, b), e) for j, e in enumerate(encs)]
             t2 = time.perf_counter()
-            y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
-            if not torch.isfinite(y).all():
-                raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
-                                         f"(images {', '.join(ids)}); check its checkpoint")
-            try:
-                mets = self.metrics(x0, y, reference)
-            except ImageTooSmall as e:
-                raise ImageTooSmall(f"{_which(ids, hw)}: {e}") from None
-            t3 = time.perf_counter()
-            rep = cbr_report(enc_used, hw, self.charge, snr)
-            enc_t = (t1 - t0)
-            tim["encode"] += enc_t
+            tim["encode"] += t1 - t0
             tim["channel"] += t_ch
             tim["decode"] += (t2 - t1) - t_ch
-            tim["metrics"] += t3 - t2
-            per_img = (t3 - t0) / b
-            info = {**enc_used.info, **dec.info}
-            rows = []
-            for i, img in enumerate(ids):
-                rows.append({
-                    "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel_label,
-                    "trial": trial, "image": img,
-                    "cbr_payload": float(rep["cbr_payload"][i]), "cbr_side": float(rep["cbr_side"][i]),
-                    "cbr_total": float(rep["cbr_total"][i]),
-                    **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRICS},
-                    "seconds": per_img, "ok": bool(dec.ok[i]), "seed": self.cfg.seed,
-                    "side_charge": self.charge.describe(),
-                    "info": {k: _scalar(v[i]) for k, v in info.items()},
-                })
-            yield rows
+            spent = (t2 - t0) / len(chunk)  # encode, channel and decode time of one point
+            for (snr, trial), (dec, enc_used) in zip(chunk, outs):
+                yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent)
+
+    def _rows(self, task: Task, snr: float, trial: int, dec: Decoded, enc_used: Encoded, x0: torch.Tensor,
+              reference, spent: float) -> list[dict]:
+        """The rows of one point from its decoded batch: metrics, CBR split and info columns."""
+        tim = self.timings[task.codec]
+        ids = [it.id for it in task.items]
+        hw = tuple(x0.shape[-2:])
+        cbr = float(task.cbr)
+        t2 = time.perf_counter()
+        y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
+        if not torch.isfinite(y).all():
+            raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
+                                     f"(images {', '.join(ids)}); check its checkpoint")
+        try:
+            mets = self.metrics(x0, y, reference)
+        except ImageTooSmall as e:
+            raise ImageTooSmall(f"{_which(ids, hw)}: {e}") from None
+        t3 = time.perf_counter()
+        rep = cbr_report(enc_used, hw, self.charge, snr)
+        tim["metrics"] += t3 - t2
+        per_img = (spent + t3 - t2) / len(ids)
+        info = {**enc_used.info, **dec.info}
+        rows = []
+        for i, img in enumerate(ids):
+            rows.append({
+                "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel_label,
+                "trial": trial, "image": img,
+                "cbr_payload": float(rep["cbr_payload"][i]), "cbr_side": float(rep["cbr_side"][i]),
+                "cbr_total": float(rep["cbr_total"][i]),
+                **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRICS},
+                "seconds": per_img, "ok": bool(dec.ok[i]), "seed": self.cfg.seed,
+                "side_charge": self.charge.describe(),
+                "info": {k: _scalar(v[i]) for k, v in info.items()},
+            })
+        return rows
 
     def metrics(self, x: torch.Tensor, y: torch.Tensor, reference=None) -> dict[str, torch.Tensor]:
         from lrisc_sim.metrics import compute_metrics
@@ -227,6 +274,23 @@ def decode_all(codec: Codec, x: torch.Tensor, encs: list[Encoded], transmit) -> 
         subs = list(codec.variants())
         return codec.combine(x, [s.decode(transmit(e), e) for s, e in zip(subs, encs)], encs)
     return codec.decode(transmit(encs[0]), encs[0]), encs[0]
+
+
+def concat_received(rxs: list[Received]) -> Received:
+    """The rows of ``rxs`` one after the other, symbols padded to the widest (s_hat and y 0, gain, noise
+    variance and h 1: slots past a row's payload carry nothing)."""
+    if len(rxs) == 1:
+        return rxs[0]
+    raw = ChannelOutput(y=pad_cat([r.raw.y for r in rxs]), h=pad_cat([r.raw.h for r in rxs], 1.0),
+                        n0=torch.cat([r.raw.n0 for r in rxs]), snr_db=torch.cat([r.raw.snr_db for r in rxs]))
+    return Received(s_hat=pad_cat([r.s_hat for r in rxs]), noise_var=pad_cat([r.noise_var for r in rxs], 1.0),
+                    gain=pad_cat([r.gain for r in rxs], 1.0), raw=raw)
+
+
+def split_decoded(dec: Decoded, start: int, n: int) -> Decoded:
+    """Rows ``start`` .. ``start + n - 1`` of a decoded batch (images, ok and the per-image info lists)."""
+    return Decoded(images=dec.images[start : start + n], ok=dec.ok[start : start + n],
+                   info={k: v[start : start + n] for k, v in dec.info.items()})
 
 
 def _scalar(v):

@@ -118,6 +118,19 @@ class LRISCCodec(Codec):
         return Encoded(symbols=s, length=length.cpu(), side_bits=rd.side_bits.float().cpu(), state=state,
                        info=info)
 
+    # the engine may stack (SNR, trial) points into one decode; off by default: a batched U-Net rounds differently
+    # (about 1e-5, README "Batch sizes"). The diffusion seeds travel with the rows (state "seeds").
+    batched_decode = False
+
+    def concat_encoded(self, encs: list[Encoded]) -> Encoded:
+        """Rows of ``encs`` one after the other (``latent_hat`` ignores the symbol slots past a row's length)."""
+        from lrisc_sim.codec import concat_encoded, shared
+
+        sts = [e.state for e in encs]
+        state = {"grid": shared(sts, "grid"), "seeds": [v for st in sts for v in st["seeds"]],
+                 **{key: torch.cat([st[key] for st in sts]) for key in ("q", "z", "z_tilde", "entropy_bits")}}
+        return concat_encoded(encs, state)
+
     @torch.no_grad()
     def latent_hat(self, rx: Received, enc: Encoded) -> torch.Tensor:
         """f_d: the received latent z_hat ``B x C x h x w`` (the "transmitted latent feature" of Fig. 6)."""
