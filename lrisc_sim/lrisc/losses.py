@@ -34,7 +34,7 @@ class LossOutput:
 
 def rdp_loss(x0: torch.Tensor, estimates: Sequence[tuple[torch.Tensor, torch.Tensor]], rate_bits: torch.Tensor | None,
              diffusion: ConditionalDiffusion, perceptual: Perceptual | None, eta: float = 0.5, lam: float = 0.01,
-             extra: dict[str, torch.Tensor] | None = None) -> LossOutput:
+             extra: dict[str, torch.Tensor] | None = None, lpips_max_index: int | None = None) -> LossOutput:
     """Eq. (11) (eq. 9 + eq. 10 with weight eta) over the given one-step estimates.
 
     x0 : ``B x 3 x H x W`` in [0, 1].
@@ -43,6 +43,8 @@ def rdp_loss(x0: torch.Tensor, estimates: Sequence[tuple[torch.Tensor, torch.Ten
     rate_bits : B bits of -log2 p(z|y) - log2 p(y) (None: no rate term, e.g. stage 2 where it is constant).
     perceptual : d_p, LPIPS (None: eta is applied to the squared error only, e.g. in tests without weights).
     extra : additional weighted terms (already scalar), added as they are (e.g. latent MSE, warm-up aux).
+    lpips_max_index : d_p only on the estimates made at index < this (None: all); the others count 0 in the
+        batch mean, so that the estimates from (almost) pure noise are trained by the squared error alone.
     """
     b, _, h, w = x0.shape
     target = 2 * x0 - 1
@@ -51,7 +53,9 @@ def rdp_loss(x0: torch.Tensor, estimates: Sequence[tuple[torch.Tensor, torch.Ten
     for x_est, index in estimates:
         d = d + diffusion.loss(x_est, target, index).mean()
         if perceptual is not None and eta > 0:
-            dp = dp + perceptual(x0, (x_est + 1) / 2).mean()
+            keep = index < lpips_max_index if lpips_max_index is not None else torch.ones_like(index, dtype=torch.bool)
+            if bool(keep.any()):
+                dp = dp + perceptual(x0[keep], (x_est[keep] + 1) / 2).sum() / b
     total = (1 - eta) * d + eta * dp
     parts = {"d": float(d.detach()), "d_p": float(dp.detach())}
     if rate_bits is not None:

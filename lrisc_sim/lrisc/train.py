@@ -155,12 +155,16 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
         lat = model.latent(x, "noise")
         w = warmup_factor(step, tc)
         index = diff.sample_timesteps(b, x.device, high_fraction=0.5 * w, generator=generator)
+        if tc.t_max_share > 0:  # the plain-MSE path: estimates from pure noise (n = N)
+            at_t = (torch.rand(b, generator=generator) < tc.t_max_share).to(x.device)
+            index = torch.where(at_t, torch.full_like(index, diff.cfg.num_train_timesteps - 1), index)
         ctx = model.g_d.context(lat.z_tilde)
         xn = diff.add_noise(2 * x - 1, torch.randn(x.shape, generator=generator).to(x.device), index)
         x_bar = model.g_d(xn, diff.time_input(index), context=ctx)
         aux_w = tc.aux_weight * (0.1 + 0.9 * w)
         extra = {"aux": aux_w * (model.g_d.context_net.aux(ctx) - (2 * x - 1)).pow(2).mean()} if aux_w > 0 else {}
-        return rdp_loss(x, [(x_bar, index)], lat.rate_bits(), diff, perceptual, tc.eta, tc.lam, extra)
+        return rdp_loss(x, [(x_bar, index)], lat.rate_bits(), diff, perceptual, tc.eta, stage1_lam(step, tc), extra,
+                        lpips_max_index=lpips_max_index(tc, diff))
 
     snr, sm_on = stage_snr(stage, step, tc, b, x.device, generator)
     model.set_snr_modules(sm_on)
@@ -183,6 +187,19 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
     extra = {"latent": tc.latent_weight * nmse}
     rate = lat.rate_bits() if stage == 3 else None
     return rdp_loss(x, estimates, rate, diff, perceptual, tc.eta, tc.lam, extra)
+
+
+def stage1_lam(step: int, tc: TrainConfig) -> float:
+    """Rate weight of stage 1 at ``step``: ``lam_start`` ramped linearly (in log) to ``lam`` over ``lam_ramp``."""
+    if tc.lam_start is None or tc.lam_ramp <= 0:
+        return tc.lam
+    t = min(step / max(tc.lam_ramp * tc.steps[0], 1), 1.0)
+    return math.exp(math.log(tc.lam_start) + t * (math.log(tc.lam) - math.log(tc.lam_start)))
+
+
+def lpips_max_index(tc: TrainConfig, diff) -> int | None:
+    """d_p only on estimates made below ``lpips_max_t`` N (None: every estimate)."""
+    return None if tc.lpips_max_t >= 1 else int(tc.lpips_max_t * diff.cfg.num_train_timesteps)
 
 
 class _StageStep(torch.nn.Module):
@@ -458,6 +475,12 @@ def command_line(cfg: RunConfig) -> str:
              f"--seed {cfg.seed}", f"--device {cfg.device}", f"--out {cfg.out}"]
     if cfg.stage == 1:
         parts += [f"--warmup-steps {t.warmup_steps}", f"--aux-weight {t.aux_weight:g}"]
+        if t.t_max_share > 0:
+            parts.append(f"--t-max-share {t.t_max_share:g}")
+        if t.lpips_max_t < 1:
+            parts.append(f"--lpips-max-t {t.lpips_max_t:g}")
+        if t.lam_start is not None and t.lam_ramp > 0:
+            parts += [f"--lam-start {t.lam_start:g}", f"--lam-ramp {t.lam_ramp:g}"]
     if cfg.init:
         parts.append(f"--init {cfg.init}")
     if cfg.threads:
@@ -528,6 +551,13 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=None, help="stage-1 warm-up against grey-image collapse")
     p.add_argument("--aux-weight", type=float, default=None, help="initial weight of the warm-up auxiliary decoder")
     p.add_argument("--latent-weight", type=float, default=None, help="weight of ||z_hat - z||^2 in stages 2-3")
+    p.add_argument("--t-max-share", type=float, default=None,
+                   help="stage 1: share of each batch at the last step (pure noise, weight 1): the plain-MSE path")
+    p.add_argument("--lpips-max-t", type=float, default=None,
+                   help="stage 1: the perceptual term only on estimates below this fraction of N_train (1: all)")
+    p.add_argument("--lam-start", type=float, default=None,
+                   help="stage 1: rate weight at step 0, ramped to --lam over --lam-ramp of the steps")
+    p.add_argument("--lam-ramp", type=float, default=None, help="stage 1: fraction of the steps of that ramp")
     p.add_argument("--init", default=None, help="weights to start from (default: the previous stage's in --out)")
     p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.safetensors, lrisc_PRESET_stageS.*}")
     p.add_argument("--no-resume", action="store_true",
@@ -554,7 +584,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     over = {"steps": tuple(steps)}
     for name, attr in (("batch_size", "batch"), ("crop", "crop"), ("lam", "lam"), ("eta", "eta"),
                        ("warmup_steps", "warmup_steps"), ("aux_weight", "aux_weight"),
-                       ("latent_weight", "latent_weight")):
+                       ("latent_weight", "latent_weight"), ("t_max_share", "t_max_share"),
+                       ("lpips_max_t", "lpips_max_t"), ("lam_start", "lam_start"), ("lam_ramp", "lam_ramp")):
         if getattr(args, name) is not None:
             over[attr] = getattr(args, name)
     if args.lr is not None:
