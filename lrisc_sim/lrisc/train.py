@@ -227,15 +227,19 @@ def split_data(cfg: RunConfig):
     """Training crops and validation images (``list[(id, 3 x S x S)]``, centre crops of ``val_crop``)."""
     from lrisc_sim.data import RandomCrops, image_paths, load_image
 
-    paths = image_paths(cfg.data)
-    if cfg.val.isdigit():
+    folders = [f for f in str(cfg.data).split(",") if f]  # one folder or several, comma-separated
+    if not folders:
+        raise ValueError("--data is empty: give a folder of training images (or several, comma-separated)")
+    paths = image_paths(folders[0])
+    if cfg.val.isdigit():  # held out from the end of the first folder
         n = int(cfg.val)
         if n >= len(paths):
-            raise ValueError(f"--val {n}: the data folder has only {len(paths)} images; hold out fewer")
+            raise ValueError(f"--val {n}: {folders[0]} has only {len(paths)} images; hold out fewer")
         val_paths = paths[len(paths) - n:] if n else []
         paths = paths[: len(paths) - n]
     else:
         val_paths = image_paths(cfg.val)
+    paths = paths + [p for f in folders[1:] for p in image_paths(f)]
     # in memory unless the files are streamed by DataLoader workers (--workers, for COCO-sized folders)
     crops = RandomCrops(None, cfg.train.crop, seed=cfg.seed, paths=paths) if cfg.workers == 0 else paths
     val = []
@@ -503,7 +507,7 @@ def model_card(cfg: RunConfig, model: LRISC, history: list, elapsed: float, val_
                                                                           "command", "commit", "validation")}]
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters())
               for name in ("g_e", "h_e", "h_d", "prior_y", "f_e", "f_d", "g_d")}
-    n_train = len(image_paths(cfg.data)) - (int(cfg.val) if cfg.val.isdigit() else 0)
+    n_train = sum(len(image_paths(f)) for f in str(cfg.data).split(",") if f) - (int(cfg.val) if cfg.val.isdigit() else 0)
     steps_done = history[-1]["step"] if history else cfg.steps
     return {
         "model": "LRISC (latent-feature-guided conditional diffusion, entropy-driven variable-length JSCC, "
@@ -540,7 +544,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="1: g_e, g_d, h_e, h_d without channel; 2: f_e, f_d with the channel; 3: fine-tune all")
     p.add_argument("--preset", default="small", choices=("small", "paper", "tiny"),
                    help="model and training sizes (small: 2-core CPU; paper: the paper's sizes, GPU)")
-    p.add_argument("--data", required=True, help="folder of training images (random crops; COCO folders work)")
+    p.add_argument("--data", required=True,
+                   help="folder(s) of training images, comma-separated (random crops; COCO folders work)")
     p.add_argument("--val", default=d.val, help="validation folder, or N to hold out the last N images of --data")
     p.add_argument("--steps", type=int, default=None, help="steps of this stage (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None)
