@@ -311,17 +311,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         warm_start(model, cfg.init, log)
         prior_cpu_h = init_cpu_hours(cfg.init)
     ema = EMA(model, cfg.ema, ema_state, updates=step - warm_from if ema_state else 0) if cfg.ema > 0 else None
-    if cfg.workers > 0:  # files streamed by DataLoader workers, each rank its own shard (COCO-sized folders)
-        from lrisc_sim.data import streaming_loader
-
-        batches = streaming_loader(train_paths, cfg.crop, dist.local_batch(cfg.batch_size), cfg.workers,
-                                   seed=cfg.seed + 1000 * step, rank=dist.rank, world=dist.world)
-    else:  # in memory; every rank draws the same global batch and trains its slice
-        from lrisc_sim.data import RandomCrops
-
-        crops = RandomCrops(None, cfg.crop, seed=cfg.seed + 1000 * step, paths=train_paths)  # fresh after a resume
-        it = iter(crops)
-        batches = (dist.shard(crops.batch(cfg.batch_size, it)) for _ in iter(int, 1))
+    batches = dist.batches(train_paths, cfg.crop, cfg.batch_size, cfg.workers, seed=cfg.seed + 1000 * step)
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
     threads = cfg.threads or torch.get_num_threads()
     log(f"{cfg.arch.describe()}; {sum(p.numel() for p in model.parameters())} parameters; "

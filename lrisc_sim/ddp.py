@@ -48,6 +48,20 @@ class Dist:
         n = self.local_batch(t.shape[0])
         return t[self.rank * n:(self.rank + 1) * n]
 
+    def batches(self, paths: list, crop: int, global_batch: int, workers: int = 0, seed: int = 0):
+        """Endless training batches (``B / world x 3 x crop x crop``) of this rank: with ``workers`` = 0 every
+        rank holds the images in memory and draws the same global batch of random crops (seeded by ``seed``),
+        keeping its slice; with ``workers`` > 0 the files are streamed by DataLoader workers, each rank and
+        worker reading its own shard (a COCO-sized folder)."""
+        from lrisc_sim.data import RandomCrops, streaming_loader
+
+        if workers > 0:
+            return streaming_loader(paths, crop, self.local_batch(global_batch), workers, seed=seed,
+                                    rank=self.rank, world=self.world)
+        crops = RandomCrops(None, crop, seed=seed, paths=paths)
+        it = iter(crops)
+        return (self.shard(crops.batch(global_batch, it)) for _ in iter(int, 1))
+
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (the value itself with one process)."""
         if not self.active:

@@ -13,18 +13,6 @@ from lrisc_sim.cli import main
 from lrisc_sim.results import ResultsTable
 
 
-@pytest.fixture
-def tiny_folder(tmp_path):
-    from skimage import data
-
-    a = data.astronaut()
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i, (y, x) in enumerate([(0, 0), (200, 180), (300, 300)]):
-        Image.fromarray(a[y : y + 64, x : x + 96]).save(d / f"crop{i}.png")
-    return d
-
-
 def sweep_args(folder, out, *extra):
     return ["sweep", "--dataset", str(folder), "--snr", "0:10:5", "--cbr", "1/16,1/8", "--codec", "softcast,uncoded",
             "--metrics", "psnr", "--batch-size", "2", "--trials", "2", "--out", str(out), "--no-progress", *extra]

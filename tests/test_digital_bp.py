@@ -19,12 +19,7 @@ from channels.fading import RayleighFading
 from channels.realization import Realization
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _llrs(link: LDPCLink, ebno_db: float, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

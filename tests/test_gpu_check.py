@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+from tests.conftest import load_script
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu_check.py")
 
 
 def _write(folder: Path, rows: list[dict]) -> Path:

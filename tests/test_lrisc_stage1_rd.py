@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+from tests.conftest import load_script
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,14 +13,10 @@ import torch
 from lrisc_sim.lrisc.config import preset
 from lrisc_sim.lrisc.model import LRISC
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("lrisc_stage1_rd", ROOT / "benchmarks" / "lrisc_stage1_rd.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/lrisc_stage1_rd.py")
 
 
 def test_budget_rates_are_the_capacity_of_the_channel_uses():

@@ -28,16 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------------ helpers
 @pytest.fixture
-def folder(tmp_path):
+def folder(tiny_folder):
     """Three 64 x 96 crops of a photo."""
-    from skimage import data
-
-    a = data.astronaut()
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i, (y, x) in enumerate([(0, 0), (200, 180), (300, 300)]):
-        Image.fromarray(a[y : y + 64, x : x + 96]).save(d / f"crop{i}.png")
-    return d
+    return tiny_folder
 
 
 def sweep(folder, out, *extra, codec="softcast,uncoded"):

@@ -224,8 +224,8 @@ def lr_at(step: int, total: int, base: float, warm: int = 100) -> float:
 # ---------------------------------------------------------------- data and validation
 
 def split_data(cfg: RunConfig):
-    """Training crops and validation images (``list[(id, 3 x S x S)]``, centre crops of ``val_crop``)."""
-    from lrisc_sim.data import RandomCrops, image_paths, load_image
+    """Training image paths and validation images (``list[(id, 3 x S x S)]``, centre crops of ``val_crop``)."""
+    from lrisc_sim.data import image_paths, load_image
 
     folders = [f for f in str(cfg.data).split(",") if f]  # one folder or several, comma-separated
     if not folders:
@@ -240,8 +240,6 @@ def split_data(cfg: RunConfig):
     else:
         val_paths = image_paths(cfg.val)
     paths = paths + [p for f in folders[1:] for p in image_paths(f)]
-    # in memory unless the files are streamed by DataLoader workers (--workers, for COCO-sized folders)
-    crops = RandomCrops(None, cfg.train.crop, seed=cfg.seed, paths=paths) if cfg.workers == 0 else paths
     val = []
     for p in val_paths:
         im = load_image(p)
@@ -249,7 +247,7 @@ def split_data(cfg: RunConfig):
         s = min(h, w, cfg.val_crop) // 16 * 16
         i, j = (h - s) // 2, (w - s) // 2
         val.append((p.stem, im[:, i: i + s, j: j + s]))
-    return crops, val, [p.name for p in val_paths]
+    return paths, val, [p.name for p in val_paths]
 
 
 @torch.no_grad()
@@ -335,7 +333,7 @@ def train(cfg: RunConfig, log=print) -> dict:
     lr = tc.lr_stage3 if cfg.stage == 3 else tc.lr
     opt = torch.optim.Adam(params, lr=lr)
     perceptual = load_perceptual(device, cfg.perceptual and tc.eta > 0, log)
-    crops, val, val_names = split_data(cfg)
+    train_paths, val, val_names = split_data(cfg)
     sdir = cfg.stage_dir()
     state_path = sdir / STATE_NAME
     step, elapsed, history, ema = 0, 0.0, [], {}
@@ -350,17 +348,8 @@ def train(cfg: RunConfig, log=print) -> dict:
             step, elapsed, history, ema = int(meta["step"]), float(meta["elapsed"]), meta["history"], meta["ema"]
             log(f"resumed {state_path} at step {step}")
     crop_seed = cfg.seed + 1000 * step + 100_000 * cfg.stage  # a fresh crop stream after a resume
-    if cfg.workers > 0:  # each rank streams its own shard of the files
-        from lrisc_sim.data import streaming_loader
-
-        n_train = len(crops)
-        batches = streaming_loader(crops, tc.crop, dist.local_batch(tc.batch), cfg.workers, seed=crop_seed,
-                                   rank=dist.rank, world=dist.world)
-    else:  # every rank draws the same global batch and trains its slice
-        crops.seed = crop_seed
-        n_train = len(crops.images)
-        it = iter(crops)
-        batches = (dist.shard(crops.batch(tc.batch, it)) for _ in iter(int, 1))
+    n_train = len(train_paths)
+    batches = dist.batches(train_paths, tc.crop, tc.batch, cfg.workers, seed=crop_seed)
     if dist.active:  # the diffusion and channel noise differ per rank (the slices hold different images)
         torch.manual_seed(cfg.seed + 7919 * cfg.stage + 1_000_003 * dist.rank + step)
     net = dist.wrap(_StageStep(model, cfg.stage, tc, perceptual), find_unused=True) if dist.active else None
