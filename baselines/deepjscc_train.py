@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrisc_sim.metrics import psnr, psnr_from_mse
 from lrisc_sim.provenance import cpu_name, git_commit
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
                                 cbr_str, default_levels, load_model, parse_cbr, read_config, save_model)
@@ -72,17 +73,6 @@ def parse_snr_range(text: str) -> tuple[float, float]:
     if len(parts) == 2 and parts[0] <= parts[1]:
         return parts[0], parts[1]
     raise DeepJSCCError(f"bad training SNR '{text}': use a number in dB (10) or a range LO:HI (0:20)")
-
-
-def psnr_from_mse(mse: torch.Tensor | float) -> torch.Tensor:
-    """PSNR (dB) of images in [0, 1] from their MSE."""
-    return 10 * torch.log10(1.0 / torch.as_tensor(mse).clamp(min=1e-10))
-
-
-def image_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (B) of ``y`` rounded to uint8 levels against ``x`` (both ``B x 3 x H x W`` in [0, 1])."""
-    y = torch.round(y.clamp(0, 1) * 255) / 255
-    return psnr_from_mse(((x - y) ** 2).flatten(1).mean(1))
 
 
 # the code a DeepJSCC training run depends on (checked against the commit for the model card)
@@ -161,7 +151,7 @@ def validate(model: DeepJSCC, val: list, snr_db: float, device: torch.device, se
         n = Realization(seed, [vid], 0, device).cn("noise", s.shape[1]) * math.sqrt(10 ** (-snr_db / 10))
         d = model.cfg.factor
         y = model.decode(s + n, (x.shape[-2] // d, x.shape[-1] // d))
-        out.append(float(image_psnr(x, y)[0]))
+        out.append(float(psnr(x, y)[0]))
     model.train()
     return float(np.mean(out))
 
@@ -189,7 +179,7 @@ def evaluate(checkpoint: str | Path, folder: str | Path, snr_db: float = 10.0, s
         enc = codec.encode(pad_to_multiple(x, codec.multiple).to(device), float(cbr))
         rx = equalize(AWGN()(enc.symbols, snr_db, Realization(seed, [p.stem], 0, device)))
         y = codec.decode(rx, enc).images[..., :h, :w].cpu()
-        per[p.stem] = round(float(image_psnr(x, y)[0]), 4)
+        per[p.stem] = round(float(psnr(x, y)[0]), 4)
         cbrs.append(float(enc.length[0]) / (3 * h * w))
     v = np.array(list(per.values()))
     ci = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")

@@ -22,7 +22,7 @@ import torch
 
 from lrisc_sim.lpips import get_lpips
 
-METRIC_NAMES = ("psnr", "ms_ssim", "lpips")
+METRIC_NAMES = ("psnr", "ms_ssim", "lpips")  # every metric the simulator knows, in results-table order
 PSNR_CAP_DB = 100.0
 MS_SSIM_MIN_SIDE = 161  # pytorch_msssim needs smaller side > (11 - 1) * 2**4
 LPIPS_CHUNK = 1  # images per LPIPS forward pass: one, so that an image's LPIPS does not depend on the batch
@@ -33,14 +33,22 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.to(torch.float32).clamp(0, 1) * 255) / 255
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of uint8-rounded images, peak 1.0, capped at ``PSNR_CAP_DB``.
+def psnr_from_mse(mse: torch.Tensor | float) -> torch.Tensor:
+    """PSNR in dB (peak 1.0) of a mean squared error, capped at ``PSNR_CAP_DB``: -10 log10(max(MSE, 10^-10)).
 
-    x, y: B x 3 x H x W in [0, 1]. Returns B (float32): 10 log10(1 / MSE), MSE over C x H x W.
+    mse: any shape (a Python float becomes a float32 scalar); returns the same shape and dtype.
+    """
+    return -10 * torch.log10(torch.as_tensor(mse).clamp_min(10 ** (-PSNR_CAP_DB / 10)))
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of uint8-rounded images, peak 1.0, capped at ``PSNR_CAP_DB``; the simulator's only PSNR (the
+    trainers validate with it too).
+
+    x, y: B x 3 x H x W in [0, 1]. Returns B (float32): 10 log10(1 / MSE), MSE over C x H x W in float64.
     """
     d = quantize(x).to(torch.float64) - quantize(y).to(torch.float64)
-    mse = d.pow(2).flatten(1).mean(dim=1)
-    return (-10 * torch.log10(mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))).to(torch.float32)
+    return psnr_from_mse(d.pow(2).flatten(1).mean(dim=1)).to(torch.float32)
 
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,9 @@ import torch
 from lrisc_sim.provenance import cpu_name, git_commit
 from lrisc_sim.lrisc.config import TrainConfig, preset, train_preset
 from lrisc_sim.lrisc.jscc import RateControlError, rate_control
-from lrisc_sim.lrisc.losses import LossOutput, Perceptual, psnr_01, rdp_loss
+from lrisc_sim.lrisc.losses import LossOutput, Perceptual, rdp_loss
 from lrisc_sim.lrisc.model import LRISC
+from lrisc_sim.metrics import psnr, quantize
 from lrisc_sim.train_state import StateError, load_state
 from lrisc_sim.train_state import save_state as write_state
 
@@ -279,8 +280,8 @@ def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptu
             rx = equalize(AWGN()(enc.symbols, snr_db, Realization(0, [vid], 0, device)))
             y = codec.decode(rx, enc).images
             cbrs.append(float(enc.length[0] + codec.side_charge.uses(enc.side_bits)[0]) / (3 * x.shape[-2] * x.shape[-1]))
-        y = torch.round(y.clamp(0, 1) * 255) / 255
-        psnrs.append(float(psnr_01(x, y)[0]))
+        y = quantize(y)  # uint8 levels, as the metrics see them
+        psnrs.append(float(psnr(x, y)[0]))
         if perceptual is not None:
             lps.append(float(perceptual(x, y)[0]))
         ratios.append(float(y.std() / x.std().clamp(min=1e-6)))
