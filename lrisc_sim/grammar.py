@@ -1,12 +1,14 @@
 """Parsing of SNR and CBR grids (ARCHITECTURE.md section 3.7).
 
 SNR: ``0:15:5`` is start:stop:step, inclusive (0, 5, 10, 15); ``start:stop`` uses step 1; lists ``0,3,7``;
-single values ``10``. CBR: fractions ``1/48`` or decimals ``0.02``, lists ``1/64,1/48``.
+single values ``10``. CBR: fractions ``1/48`` (kept exact) or decimals ``0.02`` (floats), lists ``1/64,1/48``;
+``parse_one_cbr`` reads one value by the same rules and ``cbr_fraction`` snaps it to an exact fraction.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from fractions import Fraction
 
 
@@ -62,21 +64,52 @@ def parse_cbr(text: str) -> list[Fraction | float]:
     text = str(text).strip()
     if not text:
         raise GridError(f"empty CBR: {CBR_FORMS}")
-    out: list[Fraction | float] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "/" in part:
-            num, _, den = part.partition("/")
-            try:
-                v: Fraction | float = Fraction(int(num), int(den))
-            except (ValueError, ZeroDivisionError):
-                raise GridError(f"bad CBR '{part}': {CBR_FORMS}") from None
-        else:
-            v = _number(part, "CBR", CBR_FORMS)
-        if not 0 < v <= 1:
-            raise GridError(f"bad CBR '{part}': must lie in (0, 1]; {CBR_FORMS}")
-        out.append(v)
-    return _unique(out)
+    return _unique([_one_cbr(part.strip()) for part in text.split(",")])
+
+
+def _one_cbr(part: str) -> Fraction | float:
+    if "/" in part:
+        num, _, den = part.partition("/")
+        try:
+            v: Fraction | float = Fraction(int(num), int(den))
+        except (ValueError, ZeroDivisionError):
+            raise GridError(f"bad CBR '{part}': {CBR_FORMS}") from None
+    else:
+        v = _number(part, "CBR", CBR_FORMS)
+    if not 0 < v <= 1:
+        raise GridError(f"bad CBR '{part}': must lie in (0, 1]; {CBR_FORMS}")
+    return v
+
+
+def parse_one_cbr(value: str | float | Fraction) -> Fraction | float:
+    """One CBR by the rules of ``parse_cbr``: ``'1/48'`` -> Fraction(1, 48) (exact), ``'0.02'`` -> 0.02 (float).
+
+    A Fraction is kept (range-checked), any other real number becomes a float; lists, NaN, inf and values outside
+    (0, 1] raise a one-line ``GridError``.
+    """
+    if isinstance(value, Fraction):
+        if not 0 < value <= 1:
+            raise GridError(f"bad CBR '{value}': must lie in (0, 1]; {CBR_FORMS}")
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # int, float, numpy scalars
+        value = repr(float(value))
+    text = str(value).strip()
+    if not text:
+        raise GridError(f"empty CBR: {CBR_FORMS}")
+    if "," in text:
+        raise GridError(f"bad CBR '{text}': one value is needed here, not a list; {CBR_FORMS}")
+    return _one_cbr(text)
+
+
+def cbr_fraction(value: str | float | Fraction, max_denominator: int = 10000) -> Fraction:
+    """One CBR (``parse_one_cbr``) as an exact Fraction: the nearest one with a denominator <= ``max_denominator``
+    (``0.0208333`` -> 1/48; fractions with smaller denominators are unchanged). For codecs whose rate is a ratio
+    of integers (DeepJSCC: c = 6 d^2 CBR channels). One-line ``GridError`` on bad input or a CBR that snaps to 0."""
+    f = Fraction(parse_one_cbr(value)).limit_denominator(max_denominator)
+    if not 0 < f <= 1:
+        raise GridError(f"bad CBR '{value}': below 1/{max_denominator}, the smallest CBR this codec resolves; "
+                        f"{CBR_FORMS}")
+    return f
 
 
 def cbr_label(v: Fraction | float) -> str:
