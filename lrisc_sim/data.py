@@ -126,9 +126,14 @@ def builtin_images() -> list[Item]:
     return items
 
 
+CACHE_ENV = "LRISC_SIM_CACHE"
+
+
 def cache_dir() -> Path:
-    """Where downloads and converted weights live: ``$LRISC_SIM_CACHE`` or ``~/.cache/lrisc-sim``."""
-    return Path(os.environ.get("LRISC_SIM_CACHE", Path.home() / ".cache" / "lrisc-sim"))
+    """The project's one cache folder (downloads, converted weights, encodings, training states):
+    ``$LRISC_SIM_CACHE`` with ``~`` expanded, or ``~/.cache/lrisc-sim`` when it is unset or empty (not created)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lrisc-sim"
 
 
 # First 16 hex digits of the sha256 of each Kodak image's decoded 8-bit RGB pixels (row-major H x W x 3).

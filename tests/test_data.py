@@ -90,3 +90,20 @@ def test_random_crops(tmp_path):
     assert b1.shape == (4, 3, 32, 32) and torch.equal(b1, b2)
     big = RandomCrops(tmp_path, 64).batch(1)  # smaller images are upscaled to fit
     assert big.shape == (1, 3, 64, 64)
+
+
+def test_one_cache_dir_expands_home(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from lrisc_sim import data, weights
+
+    assert weights.cache_dir is data.cache_dir
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LRISC_SIM_CACHE", "~/c")
+    assert data.cache_dir() == tmp_path / "c"
+    for unset in ("", None):
+        if unset is None:
+            monkeypatch.delenv("LRISC_SIM_CACHE")
+        else:
+            monkeypatch.setenv("LRISC_SIM_CACHE", unset)
+        assert data.cache_dir() == Path.home() / ".cache" / "lrisc-sim"
