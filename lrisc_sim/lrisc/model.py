@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from channels.base import snr_to_n0
 from lrisc_sim.lrisc.analysis import AnalysisTransform
 from lrisc_sim.lrisc.config import LRISCConfig
 from lrisc_sim.lrisc.diffusion import ConditionalDiffusion
@@ -110,9 +111,13 @@ class LRISC(nn.Module):
     # ------------------------------------------------------------------ channel part (training helper)
     def jscc_awgn(self, z_t: torch.Tensor, q: torch.Tensor, snr_db: torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """f_e -> AWGN (eq. 1 with h = 1) -> f_d, for training: returns (z_hat, symbols, length)."""
+        """f_e -> AWGN (eq. 1 with h = 1) -> f_d, for training: returns (z_hat, symbols, length).
+
+        N0 is the channel layer's (``channels.base.snr_to_n0``); the noise CN(0, N0) is drawn here from
+        ``generator`` (re and im N(0, N0 / 2)), differentiably and without the per-image streams of the sweeps.
+        """
         s, length = self.f_e(z_t, q, snr_db)
-        n0 = torch.pow(10.0, -snr_db.float() / 10)[:, None]
+        n0 = snr_to_n0(snr_db)[:, None]
         noise = torch.complex(torch.randn(s.shape, generator=generator), torch.randn(s.shape, generator=generator))
         s_hat = s + noise.to(s.device) * torch.sqrt(n0 / 2)
         z_hat = self.f_d(s_hat, q, z_t.shape[-2:], snr_db)
