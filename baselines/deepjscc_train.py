@@ -22,6 +22,7 @@ import torch
 
 from lrisc_sim.metrics import psnr, psnr_from_mse
 from lrisc_sim.provenance import cpu_name, git_commit
+from lrisc_sim.train_state import card_cpu_hours
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
                                 cbr_str, default_levels, load_model, parse_cbr, read_config, save_model)
 
@@ -227,12 +228,7 @@ def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
 def init_cpu_hours(path: str | Path) -> float:
     """CPU-hours that went into a warm-start checkpoint, from its model card (0 if it has none)."""
     card = Path(path).with_suffix(".json")
-    if not card.is_file():
-        return 0.0
-    c = json.loads(card.read_text())
-    if "cpu_hours" in c:
-        return float(c["cpu_hours"])
-    return float(c.get("wall_time_s", 0.0)) * int(c.get("threads") or 1) / 3600 if c.get("device", "cpu") == "cpu" else 0.0
+    return card_cpu_hours(json.loads(card.read_text())) if card.is_file() else 0.0
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -248,7 +244,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     from tqdm import tqdm
 
     from lrisc_sim import ddp
-    from lrisc_sim.train_state import EMA, StateError, load_state, save_state
+    from lrisc_sim.train_state import EMA, StateError, TrainRun, weights_for_export
 
     dist = ddp.init(cfg.device)
     if not dist.main:
@@ -274,79 +270,71 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = DeepJSCC(cfg.arch).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_paths, val, val_names = split_data(cfg)
-    step, elapsed, history, warm_from, prior_cpu_h = 0, 0.0, [], 0, 0.0
+    run = TrainRun(state_path, threads=cfg.threads or torch.get_num_threads(), world=dist.world,
+                   cuda=device.type == "cuda", max_minutes=cfg.max_minutes)
+    warm_from = 0
     ema_state: dict = {}
     if cfg.resume and state_path.is_file():
         try:
-            meta, ema_state, _ = load_state(state_path, model, opt, device)
+            meta, ema_state, _ = run.resume(model, opt, device)
         except StateError as e:
             raise DeepJSCCError(str(e)) from None
-        step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
-        warm_from, prior_cpu_h = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
-        log(f"resumed {state_path} at step {step}")
+        warm_from, run.prior_cpu_hours = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
+        log(f"resumed {state_path} at step {run.step}")
     elif cfg.resume and path.is_file():
         card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
         if read_config(path) != model.cfg:
             raise DeepJSCCError(f"{path} has another architecture than this command: use the options of its "
                                 f"model card or another --out")
         model.load_state_dict(load_model(path, device).state_dict())
-        step = int(card.get("steps", 0))
-        history = card.get("validation", {}).get("history", [])
-        elapsed = float(card.get("wall_time_s", 0.0))
-        prior_cpu_h = float(card.get("cpu_hours_prior", 0.0))
-        warm_from = step
-        log(f"no training state at {state_path}: continuing from the exported weights {path} at step {step} "
+        run.step = int(card.get("steps", 0))
+        run.history = card.get("validation", {}).get("history", [])
+        run.elapsed = float(card.get("wall_time_s", 0.0))
+        run.prior_cpu_hours = float(card.get("cpu_hours_prior", 0.0))
+        warm_from = run.step
+        log(f"no training state at {state_path}: continuing from the exported weights {path} at step {run.step} "
             f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
     elif cfg.init:
         warm_start(model, cfg.init, log)
-        prior_cpu_h = init_cpu_hours(cfg.init)
-    ema = EMA(model, cfg.ema, ema_state, updates=step - warm_from if ema_state else 0) if cfg.ema > 0 else None
-    batches = dist.batches(train_paths, cfg.crop, cfg.batch_size, cfg.workers, seed=cfg.seed + 1000 * step)
+        run.prior_cpu_hours = init_cpu_hours(cfg.init)
+    ema = EMA(model, cfg.ema, ema_state, updates=run.step - warm_from if ema_state else 0) if cfg.ema > 0 else None
+    batches = dist.batches(train_paths, cfg.crop, cfg.batch_size, cfg.workers, seed=cfg.seed + 1000 * run.step)
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
-    threads = cfg.threads or torch.get_num_threads()
     log(f"{cfg.arch.describe()}; {sum(p.numel() for p in model.parameters())} parameters; "
         f"{len(train_paths)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps; "
         f"state {state_path}")
 
-    def cpu_hours(t: float) -> float:
-        return prior_cpu_h + (0.0 if device.type == "cuda" else t * threads * dist.world / 3600)
-
-    def meta() -> dict:
-        return {"step": step, "elapsed": elapsed, "history": history, "warm_from": warm_from,
-                "prior_cpu_hours": prior_cpu_h, "config": json.loads(json.dumps(asdict(cfg), default=str))}
-
     def export() -> dict:
         """Validate the EMA weights and write them with their model card to ``path``."""
-        eval_model = model
-        if ema is not None:
-            eval_model = DeepJSCC(cfg.arch).to(device)
-            ema.copy_to(eval_model)
+        eval_model = weights_for_export(model, ema, lambda: DeepJSCC(cfg.arch).to(device))
         v = validate(eval_model, val, val_snr, device)
-        history.append({"step": step, "train_loss": round(run_loss, 6), "val_psnr": round(v, 4),
-                        "seconds": round(elapsed, 1), "cpu_hours": round(cpu_hours(elapsed), 4)})
-        card = model_card(cfg, eval_model, history, elapsed, val_names, val_snr)
-        card["cpu_hours"] = round(cpu_hours(elapsed), 4)
-        card["cpu_hours_prior"] = prior_cpu_h
-        card["status"] = "final" if step >= cfg.steps else f"in training (step {step} of {cfg.steps})"
+        run.record(train_loss=round(run_loss, 6), val_psnr=round(v, 4))
+        card = model_card(cfg, eval_model, run.history, run.elapsed, val_names, val_snr)
+        card["cpu_hours"] = round(run.cpu_hours(), 4)
+        card["cpu_hours_prior"] = run.prior_cpu_hours
+        card["status"] = run.status(cfg.steps)
         save_model(eval_model, path, card)
         return card
 
+    def save() -> None:
+        run.save(model, opt, ema.shadow if ema else None, warm_from=warm_from, prior_cpu_hours=run.prior_cpu_hours,
+                 config=json.loads(json.dumps(asdict(cfg), default=str)))
+
     net = dist.wrap(model)
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"deepjscc {cfg.cbr}", mininterval=1 if sys.stderr.isatty()
+    bar = tqdm(total=cfg.steps, initial=run.step, desc=f"deepjscc {cfg.cbr}", mininterval=1 if sys.stderr.isatty()
                else 60, dynamic_ncols=True, disable=not dist.main)
     k = cfg.arch.channels * (cfg.crop // cfg.arch.factor) ** 2 // 2  # complex symbols per training crop
     loss_log = open(cfg.loss_log, "a") if cfg.loss_log and dist.main else None
-    run_loss = history[-1]["train_loss"] if history else float("nan")
-    t0 = time.time() - elapsed
-    t_start = time.time()
+    run_loss = run.history[-1]["train_loss"] if run.history else float("nan")
+    run.start()
     card: dict = {}
-    while step < cfg.steps:
+    while run.step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, warm_from)
+            g["lr"] = lr_at(run.step, cfg, warm_from)
         # the global batch, its SNRs and channel noise are the same on every rank (seeded by (seed, step));
         # each rank trains on its slice, so N processes follow the loss curve of one with the same batch
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step)
         x = next(batches)
         snr_g = lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g) if hi > lo else torch.full((cfg.batch_size,), lo)
         noise_g = torch.view_as_complex(torch.randn(cfg.batch_size, k, 2, generator=g) / math.sqrt(2))
@@ -362,23 +350,23 @@ def train(cfg: TrainConfig, log=print) -> dict:
         opt.step()
         if ema is not None:
             ema.update(model)
-        step += 1
+        run.step += 1
         lv = dist.mean(float(loss.detach()))
         if loss_log:
-            loss_log.write(f"{step} {lv:.9g}\n")
+            loss_log.write(f"{run.step} {lv:.9g}\n")
             loss_log.flush()
         run_loss = lv if not math.isfinite(run_loss) else 0.98 * run_loss + 0.02 * lv
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.5f}", psnr=f"{float(psnr_from_mse(run_loss)):.2f}", refresh=False)
-        over = dist.any(cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes)
-        if step % cfg.val_every == 0 or step == cfg.steps or over:
-            elapsed = time.time() - t0
+        over = dist.any(run.out_of_time())
+        if run.step % cfg.val_every == 0 or run.step == cfg.steps or over:
+            run.lap()
             if dist.main:
                 card = export()
-                save_state(state_path, model, opt, ema.shadow if ema else None, meta())
-                bar.write(f"step {step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
-                          f"val PSNR {history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {elapsed:.0f} s, "
-                          f"{cpu_hours(elapsed):.2f} CPU-h")
+                save()
+                bar.write(f"step {run.step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
+                          f"val PSNR {run.history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {run.elapsed:.0f} s, "
+                          f"{run.cpu_hours():.2f} CPU-h")
             dist.barrier()
             if over:
                 break
@@ -389,12 +377,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         dist.close()
         return card
     dist.close()
-    if step < cfg.steps:
-        log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; run the same command with "
+    if run.step < cfg.steps:
+        log(f"stopped after {cfg.max_minutes:g} min at step {run.step}/{cfg.steps}; run the same command with "
             f"--resume to continue (state {state_path})")
         return card
     if not card:  # nothing left to train (resumed a finished run)
-        elapsed = time.time() - t0
+        run.lap()
         card = export()
     if cfg.eval_kodak:
         log(f"evaluating {path.name} on {cfg.eval_kodak} at {cfg.eval_snr:g} dB AWGN")
@@ -441,13 +429,6 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
                        else None, "history": history},
         "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def card_cpu_hours(c: dict) -> float:
-    """CPU-hours behind a model card (warm-start checkpoints included where the card counts them)."""
-    if "cpu_hours" in c:
-        return float(c["cpu_hours"])
-    return float(c.get("wall_time_s", 0.0)) * int(c.get("threads") or 1) / 3600
 
 
 def write_summary(folder: str | Path) -> Path:

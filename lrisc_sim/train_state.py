@@ -7,12 +7,19 @@ pickle (e.g. an old ``state.pt``) is refused with a one-line :class:`StateError`
 
 Tensor names: ``model.<param>``, ``ema.<param>``, ``opt.<i>.<key>`` (per-parameter optimizer state, ``i`` the
 parameter's index in the optimizer's ``state_dict``), ``rng.cpu`` (``torch.get_rng_state()``), ``rng.cuda``.
+
+:class:`TrainRun` is the bookkeeping both trainers share around that file: step, elapsed seconds and the
+validation history (the first keys of the JSON meta), the wall clock, the periodic-save and ``--max-minutes``
+timers and CPU-hours; :func:`weights_for_export` picks the weights a trainer validates and exports (EMA if any),
+:func:`card_cpu_hours` reads the CPU-hours behind a model card.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +148,109 @@ class EMA:
 
     def copy_to(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.shadow)
+
+
+def weights_for_export(model: torch.nn.Module, ema: EMA | None = None,
+                       build: Callable[[], torch.nn.Module] | None = None) -> torch.nn.Module:
+    """The weights a trainer validates and exports: ``model`` itself without EMA, else a fresh ``build()`` (an
+    untrained module of the same architecture on the same device) holding the EMA weights."""
+    if ema is None:
+        return model
+    if build is None:
+        raise ValueError("weights_for_export: give build() to hold the EMA weights")
+    out = build()
+    ema.copy_to(out)
+    return out
+
+
+def card_cpu_hours(card: dict) -> float:
+    """CPU-hours behind a model card: its ``cpu_hours`` (warm starts included where the trainer counts them), else
+    wall time x threads of a CPU run, else 0 (a GPU run without the field)."""
+    if "cpu_hours" in card:
+        return float(card["cpu_hours"])
+    if card.get("device", "cpu") != "cpu":
+        return 0.0
+    return float(card.get("wall_time_s", 0.0)) * int(card.get("threads") or 1) / 3600
+
+
+class TrainRun:
+    """Progress, clock and timers of one resumable training run, shared by the trainers.
+
+    ``step``, ``elapsed`` (training seconds so far, summed over resumes) and ``history`` (one dict per validation,
+    see :meth:`record`) are the first three keys of the state file's JSON meta; a trainer appends its own keys in
+    :meth:`save` (DeepJSCC: warm_from, prior_cpu_hours, config; LRISC: ema, config). CPU-hours are
+    ``prior_cpu_hours`` + elapsed x ``threads`` x ``world`` / 3600, with no CPU term on CUDA.
+
+    >>> run = TrainRun("state.safetensors", threads=2, world=1)
+    >>> run.elapsed = 1800.0
+    >>> run.cpu_hours(), run.status(10)
+    (1.0, 'in training (step 0 of 10)')
+    """
+
+    def __init__(self, path: str | Path, threads: int, world: int = 1, cuda: bool = False,
+                 save_minutes: float | None = None, max_minutes: float | None = None, prior_cpu_hours: float = 0.0):
+        self.path = Path(path)
+        self.threads, self.world, self.cuda = threads, world, cuda
+        self.save_minutes, self.max_minutes = save_minutes, max_minutes
+        self.prior_cpu_hours = prior_cpu_hours
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self._t0 = self._t_start = self._last_save = time.time()
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+               device: torch.device | str = "cpu") -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Load :attr:`path` into ``model``, ``optimizer`` and the RNG (:func:`load_state`), take step, elapsed and
+        history from its meta; return ``(meta, ema, extra_tensors)`` for the trainer's own keys."""
+        meta, ema, extra = load_state(self.path, model, optimizer, device)
+        self.step, self.elapsed, self.history = int(meta["step"]), float(meta["elapsed"]), meta["history"]
+        return meta, ema, extra
+
+    def start(self) -> None:
+        """Start the clock before the first step (after any resume): ``elapsed`` continues from its value, the
+        save and stop timers count from now."""
+        now = time.time()
+        self._t0, self._t_start, self._last_save = now - self.elapsed, now, now
+
+    def lap(self) -> float:
+        """Update and return ``elapsed``, the training seconds up to now."""
+        self.elapsed = time.time() - self._t0
+        return self.elapsed
+
+    def out_of_time(self) -> bool:
+        """True once ``max_minutes`` have passed since :meth:`start` (never without ``max_minutes``)."""
+        return self.max_minutes is not None and time.time() - self._t_start > 60 * self.max_minutes
+
+    def save_due(self) -> bool:
+        """True once ``save_minutes`` have passed since the last save (or :meth:`start`)."""
+        return self.save_minutes is not None and time.time() - self._last_save > 60 * self.save_minutes
+
+    def mark_saved(self) -> None:
+        """Restart the save timer (done by :meth:`save`; ranks that do not write call it themselves)."""
+        self._last_save = time.time()
+
+    def cpu_hours(self, elapsed: float | None = None) -> float:
+        """CPU-hours after ``elapsed`` seconds of this run (default: :attr:`elapsed`), warm starts included."""
+        t = self.elapsed if elapsed is None else elapsed
+        return self.prior_cpu_hours + (0.0 if self.cuda else t * self.threads * self.world / 3600)
+
+    def status(self, steps: int) -> str:
+        """``final`` once ``steps`` are done, else ``in training (step S of N)`` (the model cards' status)."""
+        return "final" if self.step >= steps else f"in training (step {self.step} of {steps})"
+
+    def record(self, **fields: Any) -> dict:
+        """Append ``{"step", **fields, "seconds", "cpu_hours"}`` to :attr:`history` (call :meth:`lap` first)."""
+        entry = {"step": self.step, **fields, "seconds": round(self.elapsed, 1),
+                 "cpu_hours": round(self.cpu_hours(), 4)}
+        self.history.append(entry)
+        return entry
+
+    def meta(self, **extra: Any) -> dict:
+        """The state's JSON meta: ``{"step", "elapsed", "history", **extra}``."""
+        return {"step": self.step, "elapsed": self.elapsed, "history": self.history, **extra}
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+             ema_weights: dict[str, torch.Tensor] | None = None, **extra: Any) -> None:
+        """Write the state atomically (:func:`save_state`) with :meth:`meta` and restart the save timer."""
+        save_state(self.path, model, optimizer, ema_weights, self.meta(**extra))
+        self.mark_saved()

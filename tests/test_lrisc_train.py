@@ -84,6 +84,14 @@ def test_cli_three_stages_resume_and_ship(tmp_path, monkeypatch):
     card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
     assert card["steps"] == 3 and card["stage"] == 1 and [h["step"] for h in card["history"]] == [2, 3]
     assert card["parameters"]["total"] == sum(p.numel() for p in LRISC(preset("tiny")).parameters())
+    # every validation also exported the weights in the shipped format with a card of the run so far
+    export = json.loads((out / "stage1" / "export.json").read_text())
+    assert export["status"] == "final" and export["steps"] == 3 and export["cpu_hours"] >= 0
+    assert [(h["step"], "d" in h["train"], "cpu_hours" in h) for h in export["history"]] == [(2, True, True),
+                                                                                        (3, True, True)]
+    exported = LRISC.load(out / "stage1" / "export.safetensors")
+    final = LRISC.load(out / "stage1" / "lrisc_tiny_stage1.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), final.state_dict().values()))
     import lrisc_sim.lrisc.codec as codec_mod
 
     monkeypatch.setattr(codec_mod, "CHECKPOINT_DIR", tmp_path / "ship")

@@ -42,10 +42,10 @@ from lrisc_sim.lrisc.jscc import RateControlError, rate_control
 from lrisc_sim.lrisc.losses import LossOutput, Perceptual, rdp_loss
 from lrisc_sim.lrisc.model import LRISC
 from lrisc_sim.metrics import psnr, quantize
-from lrisc_sim.train_state import StateError, load_state
-from lrisc_sim.train_state import save_state as write_state
+from lrisc_sim.train_state import EMA, StateError, TrainRun, weights_for_export
 
 STATE_NAME = "state.safetensors"  # OUT/stageS/STATE_NAME: the resumable state of a stage
+EXPORT_NAME = "export.safetensors"  # OUT/stageS/EXPORT_NAME (+ export.json): the latest validated weights
 STAGE_NAMES = {1: "g_e, g_d, h_e, h_d without channel", 2: "f_e, f_d with AWGN channel", 3: "end-to-end fine-tuning"}
 
 
@@ -313,7 +313,12 @@ def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
 
 
 def train(cfg: RunConfig, log=print) -> dict:
-    """Run (or continue) one stage; return its model card (also written beside the weights)."""
+    """Run (or continue) one stage; return its model card (also written beside the weights).
+
+    At every validation the current weights are also exported in the shipped format with a card of the run so
+    far (status, step, CPU-hours of this stage, loss and validation history): ``OUT/stageS/export.safetensors``
+    and ``export.json``, so a run in progress can be committed at regular points.
+    """
     from tqdm import tqdm
 
     from lrisc_sim import ddp
@@ -336,23 +341,24 @@ def train(cfg: RunConfig, log=print) -> dict:
     perceptual = load_perceptual(device, cfg.perceptual and tc.eta > 0, log)
     train_paths, val, val_names = split_data(cfg)
     sdir = cfg.stage_dir()
-    state_path = sdir / STATE_NAME
-    step, elapsed, history, ema = 0, 0.0, [], {}
+    run = TrainRun(sdir / STATE_NAME, threads=cfg.threads or torch.get_num_threads(), world=dist.world,
+                   cuda=device.type == "cuda", save_minutes=cfg.save_minutes, max_minutes=cfg.max_minutes)
+    loss_avg: dict[str, float] = {}  # running averages of the loss terms (the state's meta key "ema")
     if cfg.resume:
         legacy = sdir / "state.pt"  # written by earlier versions with torch.save (a pickle): never loaded
-        if not state_path.exists() and legacy.exists():
+        if not run.path.exists() and legacy.exists():
             raise StateError(f"{legacy} is an old pickle/torch.save training state, which could run code and is "
                              f"never loaded: delete it (stage {cfg.stage} then restarts from step 0) or pass "
                              "--no-resume")
-        if state_path.exists():
-            meta, _, _ = load_state(state_path, model, opt, device)
-            step, elapsed, history, ema = int(meta["step"]), float(meta["elapsed"]), meta["history"], meta["ema"]
-            log(f"resumed {state_path} at step {step}")
-    crop_seed = cfg.seed + 1000 * step + 100_000 * cfg.stage  # a fresh crop stream after a resume
+        if run.path.exists():
+            meta, _, _ = run.resume(model, opt, device)
+            loss_avg = meta["ema"]
+            log(f"resumed {run.path} at step {run.step}")
+    crop_seed = cfg.seed + 1000 * run.step + 100_000 * cfg.stage  # a fresh crop stream after a resume
     n_train = len(train_paths)
     batches = dist.batches(train_paths, tc.crop, tc.batch, cfg.workers, seed=crop_seed)
     if dist.active:  # the diffusion and channel noise differ per rank (the slices hold different images)
-        torch.manual_seed(cfg.seed + 7919 * cfg.stage + 1_000_003 * dist.rank + step)
+        torch.manual_seed(cfg.seed + 7919 * cfg.stage + 1_000_003 * dist.rank + run.step)
     net = dist.wrap(_StageStep(model, cfg.stage, tc, perceptual), find_unused=True) if dist.active else None
     n_par = sum(p.numel() for p in model.parameters())
     log(f"LRISC preset '{cfg.preset}', stage {cfg.stage} ({STAGE_NAMES[cfg.stage]}): {n_par / 1e6:.2f} M "
@@ -360,80 +366,77 @@ def train(cfg: RunConfig, log=print) -> dict:
         f"{len(val)} validation; {tc.crop}x{tc.crop} crops, batch {tc.batch}; {cfg.steps} steps; "
         f"d_p {'LPIPS' if perceptual else 'off'}")
 
-    def save_state() -> None:  # safetensors + JSON (lrisc_sim.train_state), written atomically; no pickle
-        write_state(state_path, model, opt, meta={"step": step, "elapsed": elapsed, "history": history,
-                                                  "ema": ema, "config": asdict(cfg)})
+    def save() -> None:  # safetensors + JSON (lrisc_sim.train_state), written atomically; no pickle
+        run.save(model, opt, ema=loss_avg, config=asdict(cfg))
+
+    def validate_and_export() -> dict:
+        """Validate, record the point in the history, export the weights with their card (rank 0 only)."""
+        v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
+        run.record(train={k: round(x, 5) for k, x in loss_avg.items()}, val=v)
+        export(cfg, model, run, val_names)
+        bar.write(f"step {run.step}: train {json.dumps(run.history[-1]['train'])}; val {json.dumps(v)}; "
+                  f"{run.elapsed:.0f} s")
+        return v
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
+    bar = tqdm(total=cfg.steps, initial=run.step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
                mininterval=1 if sys.stderr.isatty() else 60, disable=not dist.main)
-    t0 = time.time() - elapsed
-    t_start, last_save = time.time(), time.time()
+    run.start()
     stopped = False
-    while step < cfg.steps:
+    while run.step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, lr)
+            g["lr"] = lr_at(run.step, cfg.steps, lr)
         x = next(batches).to(device)
         # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = net(x, step) if net is not None else stage_loss(model, cfg.stage, x, step, tc, perceptual)
+            out = net(x, run.step) if net is not None else stage_loss(model, cfg.stage, x, run.step, tc, perceptual)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
-        step += 1
+        run.step += 1
         parts = {k: dist.mean(v) for k, v in out.parts.items()} if dist.active else out.parts
         for k, v in parts.items():
-            ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.98 * ema[k] + 0.02 * v
+            loss_avg[k] = v if k not in loss_avg or not math.isfinite(loss_avg[k]) else 0.98 * loss_avg[k] + 0.02 * v
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in ema.items()}, refresh=False)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in loss_avg.items()}, refresh=False)
         if not math.isfinite(parts["loss"]):
-            raise FloatingPointError(f"loss became {parts['loss']} at step {step}; lower --lr and resume")
-        due = dist.active and dist.any(time.time() - last_save > 60 * cfg.save_minutes)  # same on every rank
-        if dist.active and (step % cfg.val_every == 0 or step == cfg.steps or due):
-            elapsed = time.time() - t0
-            if dist.main:  # rank 0 validates and saves; the others wait
-                v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
-                history.append({"step": step, "train": {k: round(x, 5) for k, x in ema.items()}, "val": v,
-                                "seconds": round(elapsed, 1)})
-                bar.write(f"step {step}: train {json.dumps(history[-1]['train'])}; val {json.dumps(v)}; "
-                          f"{elapsed:.0f} s")
-                save_state()
+            raise FloatingPointError(f"loss became {parts['loss']} at step {run.step}; lower --lr and resume")
+        validating = run.step % cfg.val_every == 0 or run.step == cfg.steps
+        if dist.active and (validating or dist.any(run.save_due())):  # the same decision on every rank
+            run.lap()
+            if dist.main:  # rank 0 validates, exports and saves; the others wait
+                validate_and_export()
+                save()
             dist.barrier()
-            last_save = time.time()
-        elif step % cfg.val_every == 0 or step == cfg.steps:
-            elapsed = time.time() - t0
-            v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
-            history.append({"step": step, "train": {k: round(x, 5) for k, x in ema.items()}, "val": v,
-                            "seconds": round(elapsed, 1)})
-            bar.write(f"step {step}: train {json.dumps(history[-1]['train'])}; val {json.dumps(v)}; {elapsed:.0f} s")
+            run.mark_saved()
+        elif validating:
+            run.lap()
+            v = validate_and_export()
             if v.get("std_ratio", 1.0) < 0.3:
                 bar.write("warning: outputs are close to uniform grey (std ratio < 0.3): the x0-prediction collapse;"
                           " consider a longer --warmup-steps or a larger --aux-weight")
-            save_state()
-            last_save = time.time()
-        elif time.time() - last_save > 60 * cfg.save_minutes:
-            elapsed = time.time() - t0
-            save_state()
-            last_save = time.time()
-        if dist.any(cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes) and \
-                step < cfg.steps:
+            save()
+        elif run.save_due():
+            run.lap()
+            save()
+        if dist.any(run.out_of_time()) and run.step < cfg.steps:
             stopped = True
             break
     bar.close()
-    elapsed = time.time() - t0
+    run.lap()
     if not dist.main:
         dist.barrier()
         dist.close()
-        return {"stage": cfg.stage, "step": step, "stopped": stopped, "rank": dist.rank}
-    save_state()
+        return {"stage": cfg.stage, "step": run.step, "stopped": stopped, "rank": dist.rank}
+    save()
     dist.barrier()
     dist.close()
     if stopped:
-        log(f"stopped after {cfg.max_minutes:g} min at step {step}/{cfg.steps}; state in {state_path}: run the same "
+        log(f"stopped after {cfg.max_minutes:g} min at step {run.step}/{cfg.steps}; state in {run.path}: run the same "
             "command again to continue")
-        return {"stage": cfg.stage, "step": step, "stopped": True}
-    card = model_card(cfg, model, history, elapsed, val_names)
+        return {"stage": cfg.stage, "step": run.step, "stopped": True}
+    card = model_card(cfg, model, run.history, run.elapsed, val_names)
     path = cfg.weights_path()
     model.set_snr_modules(True)
     model.save(path, card)
@@ -442,6 +445,18 @@ def train(cfg: RunConfig, log=print) -> dict:
         ship(path)
         log(f"shipped as {shipped_path(model.cfg.preset)}")
     return card
+
+
+def export(cfg: RunConfig, model: LRISC, run: TrainRun, val_names: list, ema: EMA | None = None) -> Path:
+    """Write the weights of a run in progress (EMA if any, else the current ones) in the shipped format with
+    their card (:func:`model_card` plus ``status`` and ``cpu_hours``, this stage's) to
+    ``OUT/stageS/export.safetensors`` and ``export.json``; return the weights' path."""
+    card = model_card(cfg, model, run.history, run.elapsed, val_names)
+    card["status"] = run.status(cfg.steps)
+    card["cpu_hours"] = round(run.cpu_hours(), 4)
+    path = cfg.stage_dir() / EXPORT_NAME
+    weights_for_export(model, ema, lambda: LRISC(model.cfg).to(next(model.parameters()).device)).save(path, card)
+    return path
 
 
 def shipped_path(preset_name: str) -> Path:
