@@ -2,6 +2,9 @@
 
 Images are returned as float32 tensors ``3 x H x W`` in [0, 1] (ARCHITECTURE.md section 3.1). Grayscale, palette, RGBA
 (composited on white) and 16-bit files are converted; anything unreadable raises ``DataError`` naming the file.
+
+Folder datasets are lazy: listing one reads only the file names and each image's header (its size), and an
+``Item``'s pixels are decoded each time ``item.image`` is read, so a sweep holds only the current batch in memory.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import os
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +31,52 @@ class DataError(ValueError):
     """A dataset or image problem, with a one-line message saying how to fix it."""
 
 
-@dataclass
 class Item:
-    """One image of a dataset: ``id`` (unique, stable: used to seed its channel realizations) and pixels."""
+    """One image of a dataset: ``id`` (unique, stable: used to seed its channel realizations) and its pixels.
 
-    id: str
-    image: torch.Tensor  # 3 x H x W float32 in [0, 1]
+    ``Item(id, image)`` holds a ``3 x H x W`` float32 tensor in [0, 1]; ``Item(id, path=..., hw=(H, W))`` only
+    names the file, whose pixels ``image`` decodes on every read (``load_image``) without keeping them. ``hw``
+    is the size either way. A pickled item (e.g. in a Ray task) carries its pixels, so a worker without the file
+    gets the same image.
+    """
+
+    __slots__ = ("id", "path", "hw", "_image")
+
+    def __init__(self, id: str, image: torch.Tensor | None = None, *, path: str | os.PathLike | None = None,
+                 hw: tuple[int, int] | None = None):
+        if (image is None) == (path is None):
+            raise ValueError("Item needs its pixels (image) or its file (path=..., hw=...), not both or neither")
+        self.id = id
+        self._image = image
+        self.path = None if path is None else Path(path)
+        if image is not None:
+            self.hw = (int(image.shape[-2]), int(image.shape[-1]))
+        elif hw is None:
+            raise ValueError(f"Item {id}: give hw=(H, W) with path (image_size reads it from the header)")
+        else:
+            self.hw = (int(hw[0]), int(hw[1]))
+
+    @property
+    def image(self) -> torch.Tensor:
+        """``3 x H x W`` float32 in [0, 1]: the held tensor, or the file decoded now (``DataError`` if it fails)."""
+        if self._image is not None:
+            return self._image
+        im = load_image(self.path)
+        if tuple(im.shape[-2:]) != self.hw:
+            raise DataError(f"{self.path}: now {im.shape[-2]}x{im.shape[-1]} px, {self.hw[0]}x{self.hw[1]} when the "
+                            "dataset was listed; do not change the images during a run")
+        return im
+
+    def __getstate__(self) -> dict:
+        return {"id": self.id, "image": self.image}
+
+    def __setstate__(self, state: dict) -> None:
+        self.id, self._image, self.path = state["id"], state["image"], None
+        self.hw = (int(self._image.shape[-2]), int(self._image.shape[-1]))
+
+    def __repr__(self) -> str:
+        where = f"path={str(self.path)!r}" if self.path is not None else "in memory"
+        return f"Item(id={self.id!r}, hw={self.hw}, {where})"
 
 
 def to_float_rgb(arr: np.ndarray, mode: str | None = None, name: str = "image") -> np.ndarray:
@@ -70,27 +113,17 @@ def to_float_rgb(arr: np.ndarray, mode: str | None = None, name: str = "image") 
     return np.clip(a, 0.0, 1.0)
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as ``3 x H x W`` float32 in [0, 1]; raise ``DataError`` naming the file on failure."""
+@contextmanager
+def _open_image(p: Path):
+    """``PIL.Image.open(p)`` (header read, pixels not yet decoded) whose failures, in the ``with`` body too, become
+    one-line ``DataError``s naming the file and the fix."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
-            im.load()
-            mode = im.mode
-            if mode == "P" or mode == "PA":
-                im = im.convert("RGBA")
-                mode = "RGBA"
-            elif mode == "CMYK" or mode == "YCbCr" or mode == "LAB" or mode == "HSV":
-                im = im.convert("RGB")
-                mode = "RGB"
-            elif mode == "1":
-                im = im.convert("L")
-                mode = "L"
-            arr = np.array(im)
+            yield im
     except UnidentifiedImageError:
         raise DataError(f"{p}: not a readable image (unknown or corrupt format); re-save it as PNG") from None
     except Image.DecompressionBombError as e:  # a header claiming a huge size: refused before decoding
@@ -99,6 +132,35 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
                         f"Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS}; downscale the image") from None
     except OSError as e:
         raise DataError(f"{p}: cannot read image ({e}); re-save it as PNG") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header, without decoding the pixels; ``DataError`` as ``load_image``
+    for a missing, unreadable, empty or decompression-bomb file."""
+    p = Path(path)
+    with _open_image(p) as im:
+        w, h = im.size
+    if min(h, w) < 1:
+        raise DataError(f"{p}: empty image")
+    return h, w
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as ``3 x H x W`` float32 in [0, 1]; raise ``DataError`` naming the file on failure."""
+    p = Path(path)
+    with _open_image(p) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P" or mode == "PA":
+            im = im.convert("RGBA")
+            mode = "RGBA"
+        elif mode == "CMYK" or mode == "YCbCr" or mode == "LAB" or mode == "HSV":
+            im = im.convert("RGB")
+            mode = "RGB"
+        elif mode == "1":
+            im = im.convert("L")
+            mode = "L"
+        arr = np.array(im)
     if arr.size == 0 or min(arr.shape[:2]) < 1:
         raise DataError(f"{p}: empty image")
     return torch.from_numpy(to_float_rgb(arr, mode, str(p)).transpose(2, 0, 1).copy())
@@ -166,12 +228,12 @@ KODAK_PIXEL_SHA256: dict[str, str] = {
 }
 
 
-def kodak_images(root: str | os.PathLike | None = None) -> list[Item]:
-    """The 24 Kodak images: from ``root`` (or ``$LRISC_SIM_KODAK``) if given, else from the cache, downloading
-    them (pixel checksums verified) when missing."""
+def kodak_images(root: str | os.PathLike | None = None, limit: int | None = None) -> list[Item]:
+    """The 24 Kodak images (lazy, as ``folder_images``): from ``root`` (or ``$LRISC_SIM_KODAK``) if given, else
+    from the cache, downloading them (pixel checksums verified) when missing; ``limit`` keeps the first N."""
     root = root or os.environ.get("LRISC_SIM_KODAK")
     if root is not None:
-        return folder_images(root)
+        return folder_images(root, limit)
     d = cache_dir() / "kodak"
     d.mkdir(parents=True, exist_ok=True)
     for i in range(1, 25):
@@ -187,7 +249,7 @@ def kodak_images(root: str | os.PathLike | None = None) -> list[Item]:
         if not _sha_ok(f):
             f.unlink()
             raise DataError(f"Kodak file {f.name} failed its checksum; pass a local copy with --dataset PATH")
-    return folder_images(d)
+    return folder_images(d, limit)
 
 
 def _sha_ok(f: Path) -> bool:
@@ -219,26 +281,28 @@ def image_ids(root: Path, paths: Sequence[Path]) -> list[str]:
 
 
 def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[Item]:
-    """All images of a folder; ids are the paths relative to the folder, without suffix unless two files share a
-    stem (:func:`image_ids`); ``limit`` keeps the first N (ids are those of the whole folder)."""
+    """The images of a folder as lazy items (file and size; pixels decoded when ``item.image`` is read). Ids are
+    the paths relative to the folder, without suffix unless two files share a stem (:func:`image_ids`, over the
+    whole folder); ``limit`` keeps the first N files, and only their headers are read."""
     root = Path(folder)
     paths = image_paths(root)
     ids = image_ids(root, paths)
-    return [Item(i, load_image(p)) for i, p in list(zip(ids, paths))[: limit or None]]
+    return [Item(i, path=p, hw=image_size(p)) for i, p in list(zip(ids, paths))[: limit or None]]
 
 
 def load_dataset(spec: str, limit: int | None = None) -> list[Item]:
-    """``builtin``, ``kodak`` or a folder path; ``limit`` keeps the first N images."""
+    """``builtin``, ``kodak`` or a folder path (folders and Kodak lazy, see :func:`folder_images`); ``limit`` keeps
+    the first N images."""
     if spec == "builtin":
         items = builtin_images()
     elif spec == "kodak":
-        items = kodak_images()
+        return kodak_images(limit=limit)
     else:
         p = Path(spec)
         if p.is_file():
             items = [Item(p.stem, load_image(p))]
         elif p.is_dir():
-            items = folder_images(p)
+            return folder_images(p, limit)
         else:
             raise DataError(f"dataset '{spec}' not found: use 'builtin', 'kodak', a folder or an image file")
     return items[:limit] if limit else items
@@ -257,10 +321,11 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def group_by_size(items: Sequence[Item], batch_size: int) -> Iterator[list[Item]]:
-    """Batches of images of equal size, in dataset order within each size."""
+    """Batches of at most ``batch_size`` images of equal size (``item.hw``; no pixels are decoded): the sizes in
+    the order of their first image, each size's images in dataset order."""
     groups: dict[tuple[int, int], list[Item]] = {}
     for it in items:
-        groups.setdefault(tuple(it.image.shape[-2:]), []).append(it)
+        groups.setdefault(tuple(it.hw), []).append(it)
     for group in groups.values():
         for i in range(0, len(group), batch_size):
             yield group[i : i + batch_size]

@@ -107,3 +107,99 @@ def test_one_cache_dir_expands_home(monkeypatch, tmp_path):
         else:
             monkeypatch.setenv("LRISC_SIM_CACHE", unset)
         assert data.cache_dir() == Path.home() / ".cache" / "lrisc-sim"
+
+
+def _tiny_folder(root, n: int = 300):
+    """``n`` tiny PNGs in three sizes, interleaved, some in a sub-folder."""
+    rng = np.random.default_rng(0)
+    sizes = [(8, 12), (12, 8), (16, 16)]
+    (root / "sub").mkdir(parents=True)
+    for i in range(n):
+        h, w = sizes[int(rng.integers(3))]
+        name = f"sub/s{i:03d}.png" if i % 7 == 0 else f"im{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def test_folder_datasets_are_listed_without_decoding_pixels(tmp_path, monkeypatch):
+    import time
+
+    from lrisc_sim import data
+
+    folder = _tiny_folder(tmp_path / "d")
+    real_load, real_size = data.load_image, data.image_size
+    decoded, headers = [], []
+    monkeypatch.setattr(data, "load_image", lambda p: decoded.append(p) or real_load(p))
+    monkeypatch.setattr(data, "image_size", lambda p: headers.append(p) or real_size(p))
+    t0 = time.perf_counter()
+    items = load_dataset(str(folder))
+    assert time.perf_counter() - t0 < 10  # 300 headers; a 10 000-image folder takes seconds
+    assert len(items) == 300 and decoded == [] and len(headers) == 300
+    eager = [data.Item(it.id, real_load(it.path)) for it in items]
+    assert [it.hw for it in items] == [tuple(e.image.shape[-2:]) for e in eager]
+    # the same batches in the same order as with the pixels in memory, still without decoding
+    lazy_batches = [[it.id for it in b] for b in group_by_size(items, 4)]
+    assert lazy_batches == [[it.id for it in b] for b in group_by_size(eager, 4)] and decoded == []
+    first = next(group_by_size(items, 4))
+    x = torch.stack([it.image for it in first])  # what the engine does with a batch
+    assert x.shape == (len(first), 3, *first[0].hw) and len(decoded) == len(first)
+    assert torch.equal(first[0].image, eager[[e.id for e in eager].index(first[0].id)].image)
+    assert len(decoded) == len(first) + 1  # read again: decoded again, the item keeps no pixels
+    # --limit applies before any header is read
+    headers.clear()
+    few = load_dataset(str(folder), limit=5)
+    assert [it.id for it in few] == [it.id for it in items[:5]] and len(headers) == 5
+
+
+def test_lazy_items_pickle_with_their_pixels_and_check_their_size(tmp_path):
+    import pickle
+
+    from lrisc_sim.data import Item, folder_images
+
+    folder = _tiny_folder(tmp_path / "d", n=3)
+    it = folder_images(folder)[0]
+    back = pickle.loads(pickle.dumps(it))  # a Ray task carries the pixels, not the path
+    assert back.path is None and back.hw == it.hw and torch.equal(back.image, it.image)
+    mem = Item("a", torch.zeros(3, 5, 7))
+    assert mem.hw == (5, 7) and mem.path is None and "in memory" in repr(mem)
+    with pytest.raises(ValueError, match="not both or neither"):
+        Item("a")
+    with pytest.raises(ValueError, match="hw="):
+        Item("a", path=it.path)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(it.path)  # the file changed after the listing
+    with pytest.raises(DataError, match="do not change the images during a run"):
+        it.image
+
+
+def test_bad_files_in_a_folder_give_the_same_one_line_errors(tmp_path):
+    import struct
+    import zlib
+
+    from lrisc_sim.data import folder_images
+
+    good = _tiny_folder(tmp_path / "d", n=2)
+    (good / "broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(DataError) as e:
+        load_dataset(str(good))
+    with pytest.raises(DataError) as direct:
+        load_image(good / "broken.png")
+    assert str(e.value) == str(direct.value) and "broken.png" in str(e.value) and "\n" not in str(e.value)
+    (good / "broken.png").unlink()
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    (good / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2,
+                                                                                       0, 0, 0)) + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match="decompression bomb.*400000000 pixels.*downscale"):
+        folder_images(good)
+    (good / "bomb.png").unlink()
+    png = (good / "im001.png").read_bytes()
+    (good / "im001.png").write_bytes(png[: len(png) // 2])  # the header is fine, the pixel data cut short
+    items = folder_images(good)
+    bad = next(it for it in items if it.id == "im001")
+    with pytest.raises(DataError) as late:
+        bad.image
+    with pytest.raises(DataError) as direct:
+        load_image(bad.path)
+    assert str(late.value) == str(direct.value) and "im001.png" in str(late.value)
