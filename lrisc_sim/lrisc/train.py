@@ -18,7 +18,8 @@ come from the same rate control as at inference, so one model serves every CBR.
 Every stage is resumable (state in ``OUT/stageS/state.safetensors``: tensors and JSON, no pickle; saved every few
 minutes and at validations): re-running the same command continues; an old pickled ``state.pt`` is refused. The
 result is ``OUT/stageS/lrisc_PRESET_stageS.safetensors`` plus a JSON model card; ``--ship`` also copies it to the
-package's checkpoint folder (the codec's default).
+package's checkpoint folder (the codec's default). While a stage runs, every validation exports its weights in the
+same format to ``OUT/stageS/export.safetensors`` with a card (status, step, CPU-hours, history) in ``export.json``.
 """
 
 from __future__ import annotations
