@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 
 from lrisc_sim.grammar import cbr_label
@@ -78,44 +79,140 @@ def _claim_check(summary, x: str) -> str | None:
 
 
 PAPER_DEEPJSCC_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}  # literature, paper-scale training (ARCHITECTURE.md 5.2)
+PAPER_LPIPS_REDUCTION_PCT = 43.3  # the paper's LRISC vs DeepJSCC LPIPS reduction (Fig. 4)
+PAPER_LRISC_TRAINING = "10^6 steps on 50 000 COCO crops of 256 x 256 on a GPU"  # the paper's training (literature)
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+_COUNT = {1: "one", 2: "two", 3: "three"}
 
 
-def checkpoint_notes() -> list[str]:
-    """Facts from the shipped model cards: size, training, Kodak scores against the paper-scale references."""
-    ck = Path(__file__).resolve().parent / "checkpoints"
+@lru_cache(maxsize=None)
+def preset_parameters(name: str) -> int | None:
+    """Parameters of an LRISC preset's networks, counted on the meta device (no memory, no weights); None if the
+    model cannot be built here."""
+    try:
+        import torch
+
+        from lrisc_sim.lrisc.config import preset
+        from lrisc_sim.lrisc.model import LRISC
+
+        with torch.device("meta"):
+            return sum(p.numel() for p in LRISC(preset(name)).parameters())
+    except Exception:  # noqa: BLE001 (a missing optional package): the comparison is left out
+        return None
+
+
+def _hardware(card: dict) -> str:
+    if card.get("device", "cpu") != "cpu":
+        return "on a GPU"
+    t = int(card.get("threads") or 1)
+    return f"on a CPU with {t} thread{'s' if t != 1 else ''}"
+
+
+def _lrisc_training_note(d: dict) -> str:
+    """Size and training of the shipped LRISC model, every number from its card."""
+    stages = [p for p in d.get("previous_stages", []) if isinstance(p, dict)] + [d]
+    total = sum(int(p.get("steps") or 0) for p in stages)
+    n = len(stages)
+    size = f"{d['parameters']['total'] / 1e6:.1f} M parameters"
+    paper = preset_parameters("paper") if d.get("preset") != "paper" else None
+    if paper:
+        size += f" (paper preset {paper / 1e6:.0f} M)"
+    data, crop = d.get("data", {}), d.get("training", {}).get("crop")
+    on = f" on {data['train_images']} photos" if "train_images" in data else ""
+    crops = f" as {crop} x {crop} crops" if crop else ""
+    return (f"- LRISC `{d.get('preset', '?')}` preset: {size}, trained {total} steps over {_COUNT.get(n, n)} "
+            f"stage{'s' if n != 1 else ''}{on}{crops} {_hardware(d)}; the paper trains {PAPER_LRISC_TRAINING}.")
+
+
+def _stage1_psnr(d: dict) -> float | None:
+    """Validation PSNR of the model's stage 1 (no channel), from its card or its previous stages."""
+    for c in [d] + list(reversed(d.get("previous_stages", []))):
+        if isinstance(c, dict) and c.get("stage") == 1 and isinstance(c.get("validation"), dict):
+            return c["validation"].get("psnr")
+    return None
+
+
+def _lrisc_kodak_note(d: dict) -> str | None:
+    """LRISC against DeepJSCC on Kodak from the card's evaluation; the comparison and its reasons as measured."""
+    k = d.get("kodak", {})
+    cod = k.get("codecs", {})
+    if "lrisc" not in cod or "deepjscc" not in cod:
+        return None
+    lr, dj = cod["lrisc"], cod["deepjscc"]
+    snrs = [snr for snr in lr if snr in dj]
+    rows = [f"{snr} dB: LRISC {lr[snr]['psnr']:.2f} dB / LPIPS {lr[snr]['lpips']:.3f}, "
+            f"DeepJSCC {dj[snr]['psnr']:.2f} dB / {dj[snr]['lpips']:.3f}" for snr in snrs]
+    cbr = k.get("cbr_target")
+    text = f"- Kodak{f', CBR {cbr}' if cbr else ''}, {k.get('channel', 'awgn').upper()} (model card): {'; '.join(rows)}."
+    red = k.get("lpips_reduction_vs_deepjscc_pct", {}).get("mean")
+    if red is not None:
+        text += (f" LPIPS reduction vs DeepJSCC {red:.1f}% on average "
+                 f"(paper: {PAPER_LPIPS_REDUCTION_PCT}%)")
+    below = sum(lr[snr]["psnr"] < dj[snr]["psnr"] for snr in snrs)
+    if below == 0:
+        return text + ("; as in the paper, " if red is not None else " As in the paper, ") + \
+            "LRISC's PSNR is above DeepJSCC's at every SNR."
+    where = "at every SNR" if below == len(snrs) else f"at {below} of {len(snrs)} SNRs"
+    text += ("; unlike the paper, " if red is not None else " Unlike the paper, ") + \
+        f"LRISC's PSNR is below DeepJSCC's {where}"
+    why = []
+    s1 = _stage1_psnr(d)
+    if s1 is not None:
+        why.append(f"the small diffusion decoder reaches only {s1:.1f} dB even without a channel (stage-1 "
+                   "validation crops)")
+    shares = [lr[snr]["cbr_side"] / lr[snr]["cbr_total"] for snr in snrs
+              if lr[snr].get("cbr_total") and lr[snr].get("cbr_side") is not None]
+    if shares:
+        why.append(f"rate indices take {100 * sum(shares) / len(shares):.0f}% of the channel uses")
+    return text + (": " + ", and ".join(why) if why else "") + "."
+
+
+def _capacity_outage(summaries: dict | None) -> str:
+    """Where ``bpg-capacity`` (no CSIT) falls below the ``bpg-ldpc`` envelope over fading, from the tables."""
+    counts = []
+    for name, s in sorted((summaries or {}).items()):
+        if "channel" not in s or not {"bpg-capacity", "bpg-ldpc"} <= set(s["codec"]):
+            continue
+        for channel, g in s.groupby("channel"):
+            if channel.split(":")[0] == "awgn":
+                continue
+            x = "snr_db" if g["snr_db"].nunique() > 1 else "cbr_target"
+            cap = g[g["codec"] == "bpg-capacity"].set_index(x)["psnr"]
+            env = g[g["codec"] == "bpg-ldpc"].set_index(x)["psnr"]
+            common = cap.index.intersection(env.index)
+            if len(common):
+                counts.append(f"over `{channel}` ({name}) it is below the envelope at "
+                              f"{int((cap[common] < env[common]).sum())} of {len(common)} points")
+    return (": " + "; ".join(counts)) if counts else ""
+
+
+def checkpoint_notes(checkpoints: str | Path | None = None, summaries: dict | None = None) -> list[str]:
+    """Facts from the shipped model cards (``checkpoints``, default the package's) and the figures' summary tables
+    (``summaries``: name -> summary frame): size, training, Kodak scores against the paper-scale references."""
+    ck = Path(checkpoints) if checkpoints is not None else CHECKPOINTS
     out = []
     card = ck / "lrisc" / "lrisc_small.json"
     if card.exists():
         d = json.loads(card.read_text())
-        steps = d.get("steps")
-        prev = d.get("previous_stages", [])
-        total = (steps or 0) + sum(p.get("steps", 0) for p in prev if isinstance(p, dict))
-        out.append(f"- LRISC `small` preset: {d['parameters']['total'] / 1e6:.1f} M parameters (paper preset "
-                   f"~77 M), trained {total} steps over three stages on 36 photos as 64 x 64 crops on a 2-core "
-                   "CPU; the paper trains 10^6 steps on 50 000 COCO crops of 256 x 256 on a GPU.")
-        k = d.get("kodak", {})
-        red = k.get("lpips_reduction_vs_deepjscc_pct", {})
-        cod = k.get("codecs", {})
-        if "lrisc" in cod and "deepjscc" in cod:
-            rows = [f"{snr} dB: LRISC {cod['lrisc'][snr]['psnr']:.2f} dB / LPIPS {cod['lrisc'][snr]['lpips']:.3f}, "
-                    f"DeepJSCC {cod['deepjscc'][snr]['psnr']:.2f} dB / {cod['deepjscc'][snr]['lpips']:.3f}"
-                    for snr in cod["lrisc"]]
-            out.append(f"- Kodak, CBR 1/48, AWGN (model card): {'; '.join(rows)}. LPIPS reduction vs DeepJSCC "
-                       f"{red.get('mean', float('nan')):.1f}% on average (paper: 43.3%); unlike the paper, LRISC's "
-                       "PSNR is below DeepJSCC's: the small diffusion decoder reaches only about 20 dB even without "
-                       "a channel, and rate indices take about 16% of the channel uses.")
+        out.append(_lrisc_training_note(d))
+        note = _lrisc_kodak_note(d)
+        if note:
+            out.append(note)
     for f in sorted((ck / "deepjscc").glob("*.json")):
         d = json.loads(f.read_text())
         kod = d.get("kodak", {})
         ref = PAPER_DEEPJSCC_KODAK_10DB.get(d.get("cbr"))
         if kod:
-            out.append(f"- DeepJSCC CBR {d['cbr']}: {d['steps']} steps on CPU, Kodak 10 dB PSNR "
-                       f"{kod['psnr_mean']:.2f} dB" + (f" (paper-scale: {ref} dB)" if ref else ""))
-    out.append("- The separation baselines are stronger than in the paper: `bpg-ldpc` is a genie-aided envelope "
-               "(the best of six 5G MCS per image and SNR) over HEVC-intra, which matches bpgenc within 0.03 dB; the "
-               "fixed-MCS curves show the cliff and the loss of images whose coarsest encoding does not fit the "
-               "budget. `bpg-capacity` without CSIT sends at log2(1+SNR) and is in outage when a fading gain falls "
-               "short, which is why it drops below the envelope over Rayleigh fading.")
+            dev = "CPU" if d.get("device", "cpu") == "cpu" else "GPU"
+            out.append(f"- DeepJSCC CBR {d['cbr']}: {d['steps']} steps on {dev}, Kodak {kod.get('snr_db', 10):g} dB "
+                       f"PSNR {kod['psnr_mean']:.2f} dB" + (f" (paper-scale: {ref} dB)" if ref else ""))
+    from baselines.digital.mcs import STANDARD_MCS
+
+    out.append(f"- The separation baselines are stronger than in the paper: `bpg-ldpc` is a genie-aided envelope "
+               f"(per image and SNR the best of the {len(STANDARD_MCS)} MCS, 5G LDPC with QAM, of "
+               "`baselines/digital/mcs.py`) over the source coder named under 'Produced by'; the fixed-MCS curves show the cliff and the loss of images whose coarsest encoding "
+               "does not fit the budget. `bpg-capacity` without CSIT sends at log2(1+SNR) and is in outage when a "
+               f"fading gain falls short{_capacity_outage(summaries)}.")
     return out or ["- (no model cards found)"]
 
 
@@ -127,6 +224,7 @@ def write_report(results_dir: str | Path = "results") -> Path:
     lines = ["# Results", "", "Generated by `python -m lrisc_sim.report` from the tables that `lrisc-sim run "
              "experiments/NAME.toml` writes; never edited by hand. Each folder holds results.csv (per image), "
              "summary.csv (mean and 95% CI), plots and codecs.txt (which coder and checkpoints produced them).", ""]
+    summaries = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         meta = json.loads((d / "experiment.json").read_text()) if (d / "experiment.json").exists() else {}
         lines += [f"## {d.name}: {meta.get('title', '')}", ""]
@@ -144,6 +242,7 @@ def write_report(results_dir: str | Path = "results") -> Path:
         if not (d / "summary.csv").exists():
             continue
         s = pd.read_csv(d / "summary.csv")
+        summaries[d.name] = s
         x = "snr_db" if s["snr_db"].nunique() > 1 else "cbr_target"
         for png in ("vs_snr.png", "vs_cbr.png"):
             if (d / png).exists():
@@ -158,7 +257,7 @@ def write_report(results_dir: str | Path = "results") -> Path:
             lines += ["Ours: " + " ".join(ours), ""]
         lines += ["PSNR ordering (best first):"] + _psnr_order(s, x)
         lines += _table(s, x) + [""]
-    lines += ["## Where the small CPU-trained models differ from the paper", ""] + checkpoint_notes() + [""]
+    lines += ["## Where the small CPU-trained models differ from the paper", ""] + checkpoint_notes(summaries=summaries) + [""]
     out = root / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out
