@@ -17,8 +17,8 @@ with one observation, x_hat = lambda g gamma r / (g^2 gamma^2 lambda + nu/2), i.
 times the unbiased y = r / gamma, sigma^2 = nu / (2 gamma^2). The ``zf`` estimator is the unbiased N_p / J_p.
 Unobserved coefficients are estimated as their prior mean, 0.
 
-Side information is sent error-free and charged by the codec's ``side_charge`` (``lrisc_sim.codec``). Quantised
-side values are computed here exactly as the receiver would reconstruct them.
+Side information is sent error-free and charged by the sweep's rule (``Context.side_charge``, ``lrisc_sim.codec``).
+Quantised side values are computed here exactly as the receiver would reconstruct them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from channels.base import Received
 from channels.power import complex_to_real, real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, concat_encoded, shared, too_few_uses
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, shared, too_few_uses
 
 ESTIMATORS = ("llse", "zf")
 # options the engine may pass to every codec; these codecs have no model, so they ignore them
@@ -79,6 +79,16 @@ def llse_combine(s_hat: torch.Tensor, gain: torch.Tensor, noise_var: torch.Tenso
     raise ValueError(f"unknown estimator '{estimator}': use {' or '.join(ESTIMATORS)}")
 
 
+def check_options(codec: str, opts: dict, known: set[str]) -> None:
+    """One-line ``ValueError`` for options ``codec`` does not take (the side-information charge is the sweep's)."""
+    if "side_charge" in opts:
+        raise ValueError(f"{codec}: side_charge is a setting of the sweep, not of one codec (every codec is charged "
+                         "alike); use --side-charge (or the experiment key side_charge)")
+    bad = set(opts) - known
+    if bad:
+        raise ValueError(f"{codec}: unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(sorted(known))}")
+
+
 def parse_arg(arg: str | None) -> dict[str, str]:
     """Codec spec argument ``key=value,key=value`` (a bare value is returned under key '')."""
     out: dict[str, str] = {}
@@ -97,12 +107,6 @@ def typed_option(codec: str, arg: str | None, key: str, value, typ: type, exampl
         spec = f"{codec}:{arg}" if arg else codec
         kind = "an integer" if typ is int else "a number"
         raise ValueError(f"bad codec spec '{spec}': {key} must be {kind}, got {value!r}; e.g. {example}") from None
-
-
-def side_charge_option(v: SideInfoCharge | str | None) -> SideInfoCharge:
-    if v is None:
-        return SideInfoCharge()
-    return v if isinstance(v, SideInfoCharge) else SideInfoCharge.parse(v)
 
 
 # ----------------------------------------------------------------------------------------------------- uncoded
@@ -133,25 +137,19 @@ class Uncoded(Codec):
     multiple = 1
     SIDE_BITS = 3 * 16 + 3 * 16 + 16
 
-    def __init__(self, side_charge: SideInfoCharge | str | None = None, estimator: str = "llse",
-                 skip_fraction: float = 1 / 16, upsample: str = "bicubic"):
+    def __init__(self, estimator: str = "llse", skip_fraction: float = 1 / 16, upsample: str = "bicubic"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator '{estimator}': use {' or '.join(ESTIMATORS)}")
         if upsample not in ("bicubic", "bilinear"):
             raise ValueError(f"unknown upsampling '{upsample}': use bicubic or bilinear")
-        self.side_charge = side_charge_option(side_charge)
         self.estimator = estimator
         if not 0 <= skip_fraction <= 0.5:
             raise ValueError(f"skip_fraction must be in [0, 1/2] (skipped pixels need sent neighbours): {skip_fraction}")
         self.skip_fraction = float(skip_fraction)
         self.upsample = upsample
 
-    @property
-    def snr_aware_encoder(self) -> bool:  # the capacity charge makes the payload length depend on the SNR
-        return self.side_charge.mode == "capacity"
-
     def describe(self) -> str:
-        return f"uncoded analog, {self.estimator.upper()} receiver; {self.side_charge.describe()}"
+        return f"uncoded analog, {self.estimator.upper()} receiver"
 
     def plan(self, h: int, w: int, k: int) -> dict:
         """Transmission plan for an h x w image and k payload uses: mode, sent size, index (2k,) of the pixel
@@ -175,16 +173,16 @@ class Uncoded(Codec):
         n = 3 * hh * ww
         return {"mode": "downsample", "size": (hh, ww), "index": torch.where(t < n, t, n), "skip": None}
 
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         b, _, h, w = x.shape
-        budget = self.budget(x, cbr)
+        budget = ctx.budget(cbr)
         side_bits = torch.full((b,), float(self.SIDE_BITS), dtype=torch.float64)
-        snr = None if snr_db is None else torch.as_tensor(snr_db).cpu()
-        k_img = budget - self.side_charge.uses(side_bits, snr).long().expand(b)
+        k_img = budget - ctx.side_uses(side_bits).long().expand(b)
         if (k_img < 1).any():
             need = budget - int(k_img.min()) + 1  # side uses + at least one use of pixels
-            raise too_few_uses("uncoded", cbr, budget, need, self.original_hw or (h, w),
-                               f"side information ({self.SIDE_BITS} bits, {self.side_charge.describe()}) and pixels")
+            raise too_few_uses("uncoded", cbr, budget, need, ctx.hw,
+                               f"side information ({self.SIDE_BITS} bits, {ctx.side_charge.describe()}) and pixels")
         groups, cols = [], []
         for k in torch.unique(k_img).tolist():
             rows = (k_img == k).nonzero().squeeze(1)
@@ -256,7 +254,7 @@ class Uncoded(Codec):
             out[rows] = img
         return out
 
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         img = self.estimate(rx, enc).clamp(0, 1)
         return Decoded(images=img, ok=torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
 
@@ -274,14 +272,11 @@ def fill_skipped(v: torch.Tensor, skip: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def make_uncoded(arg: str | None = None, **options) -> Uncoded:
-    """Factory: ``uncoded`` or ``uncoded:estimator=zf,upsample=bilinear``; option ``side_charge``."""
+    """Factory: ``uncoded`` or ``uncoded:estimator=zf,upsample=bilinear``."""
     opts = {**parse_arg(arg), **{k: v for k, v in options.items() if k not in GENERIC_OPTIONS}}
     if "" in opts:
         opts["estimator"] = opts.pop("")
-    known = {"side_charge", "estimator", "skip_fraction", "upsample"}
-    bad = set(opts) - known
-    if bad:
-        raise ValueError(f"uncoded: unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(sorted(known))}")
+    check_options("uncoded", opts, {"estimator", "skip_fraction", "upsample"})
     if "skip_fraction" in opts:
         opts["skip_fraction"] = typed_option("uncoded", arg, "skip_fraction", opts["skip_fraction"], float,
                                              "uncoded:skip_fraction=0.1")

@@ -37,7 +37,7 @@ from torch import nn
 
 from channels.base import Received
 from channels.power import complex_to_real, normalize_power, real_to_complex
-from lrisc_sim.codec import Codec, Decoded, Encoded, concat_encoded, shared
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, shared
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "lrisc_sim" / "checkpoints" / "deepjscc"
 SHIPPED_CBRS = ("1/64", "1/48", "1/32", "1/24", "1/16")
@@ -313,8 +313,8 @@ class DeepJSCCCodec(Codec):
     dirs : folders searched for ``deepjscc_cbrN-D_snrS.safetensors`` (default: the shipped folder).
     device : torch device of the models.
 
-    encode: ``B x 3 x H x W`` (H, W padded to multiples of d by the engine), cbr, snr (unused) -> ``Encoded``
-    with ``B x k`` complex64 symbols of unit mean power, k = floor(CBR * 3 H0 W0) for the original size H0 x W0.
+    encode: ``B x 3 x H x W`` (H, W padded to multiples of d by the engine), cbr, ctx -> ``Encoded`` with
+    ``B x k`` complex64 symbols of unit mean power, k = floor(CBR * 3 H0 W0) for the original size ``ctx.hw``.
     decode: the equalised symbols, made unbiased (s_hat / gain), -> ``B x 3 x H x W`` in [0, 1].
     """
 
@@ -359,14 +359,15 @@ class DeepJSCCCodec(Codec):
         return f"deepjscc (training SNR {self.snr} dB; checkpoints for CBR {cbrs})"
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         f = parse_cbr(cbr)
         model = self._model(f)
         d = model.cfg.factor
         b, _, hp, wp = x.shape
         if hp % d or wp % d:
             raise DeepJSCCError(f"image size {hp}x{wp} is not a multiple of {d}: the engine pads to codec.multiple")
-        h0, w0 = self.original_hw or (hp, wp)
+        h0, w0 = ctx.hw
         k = int(math.floor(f * 3 * h0 * w0 + Fraction(1, 10**9)))
         z = model.latent(x.to(self.device))  # B x (h w c), position-major
         c = model.cfg.channels
@@ -385,7 +386,7 @@ class DeepJSCCCodec(Codec):
         return concat_encoded(encs, {key: shared(sts, key) for key in ("cbr", "latent_hw", "order", "k")})
 
     @torch.no_grad()
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         st = enc.state
         model = self._model(st["cbr"])
         h, w = st["latent_hw"]

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrisc_sim.grammar import cbr_fraction
 from lrisc_sim.metrics import psnr, psnr_from_mse
 from lrisc_sim.provenance import cpu_name, git_commit
 from lrisc_sim.train_state import card_cpu_hours
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
-                                cbr_str, default_levels, load_model, parse_cbr, read_config, save_model)
+                                cbr_str, default_levels, load_model, read_config, save_model)
 
 # Paper-scale DeepJSCC on Kodak at 10 dB AWGN (ARCHITECTURE.md section 5.2): CBR -> PSNR (dB)
 REFERENCE_KODAK_10DB = {"1/48": 27.4, "1/24": 30.0}
@@ -166,22 +167,19 @@ def evaluate(checkpoint: str | Path, folder: str | Path, snr_db: float = 10.0, s
     per-image PSNR (outputs rounded to uint8 levels).
     """
     from channels.awgn import AWGN
-    from channels.base import equalize
-    from channels.realization import Realization
-    from lrisc_sim.data import image_paths, load_image, pad_to_multiple
+    from lrisc_sim.data import image_paths, load_image
+    from lrisc_sim.transmission import send
 
     codec = DeepJSCCCodec(checkpoint=checkpoint, dirs=[], device=device)
-    cbr = parse_cbr(codec.models[next(iter(codec.models))].cfg.cbr)
+    cbr = cbr_fraction(codec.models[next(iter(codec.models))].cfg.cbr)
     per, cbrs = {}, []
     for p in image_paths(folder):
         x = load_image(p)[None]
         h, w = x.shape[-2:]
-        codec.original_hw = (h, w)
-        enc = codec.encode(pad_to_multiple(x, codec.multiple).to(device), float(cbr))
-        rx = equalize(AWGN()(enc.symbols, snr_db, Realization(seed, [p.stem], 0, device)))
-        y = codec.decode(rx, enc).images[..., :h, :w].cpu()
+        t = send(codec, x.to(device), float(cbr), snr_db, AWGN(), [p.stem], seed=seed, trial=0)
+        y = t.output.cpu()
         per[p.stem] = round(float(psnr(x, y)[0]), 4)
-        cbrs.append(float(enc.length[0]) / (3 * h * w))
+        cbrs.append(float(t.cbr["cbr_payload"][0]))
     v = np.array(list(per.values()))
     ci = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
     return {"dataset": str(folder), "channel": "awgn", "snr_db": snr_db, "seed": seed, "n_images": len(v),
@@ -252,7 +250,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     lo, hi = parse_snr_range(cfg.snr)
-    cfg.arch.cbr = cbr_str(parse_cbr(cfg.cbr))
+    cfg.arch.cbr = cbr_str(cbr_fraction(cfg.cbr))
     cfg.cbr = cfg.arch.cbr
     if cfg.crop % cfg.arch.factor:
         raise DeepJSCCError(f"--crop {cfg.crop} must be a multiple of the downsampling factor {cfg.arch.factor}")
@@ -441,7 +439,7 @@ def write_summary(folder: str | Path) -> Path:
         a, k = c["architecture"], c.get("kodak", {})
         ref = REFERENCE_KODAK_10DB.get(c["cbr"])
         snr = c["training_snr_db"]
-        f = float(parse_cbr(c["cbr"]))
+        f = float(cbr_fraction(c["cbr"]))
         init = c.get("warm_start")
         rows.append((f, f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
                      f"{a['first_width']}/{a['width']} | {a['parameters']:,} | "

@@ -44,12 +44,11 @@ from functools import lru_cache
 
 import torch
 
-from baselines.analog import (ESTIMATORS, GENERIC_OPTIONS, llse_combine, parse_arg, quantize_log2,
-                              quantize_uniform, side_charge_option, typed_option)
+from baselines.analog import (ESTIMATORS, GENERIC_OPTIONS, check_options, llse_combine, parse_arg, quantize_log2,
+                              quantize_uniform, typed_option)
 from channels.base import Received
 from channels.power import real_to_complex
-from lrisc_sim.codec import (Codec, Decoded, Encoded, SideInfoCharge, concat_encoded, pad_cat, shared,
-                             too_few_uses)
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, pad_cat, shared, too_few_uses
 
 COLOUR = torch.tensor([[1 / math.sqrt(3)] * 3,
                        [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
@@ -104,14 +103,13 @@ class SoftCast(Codec):
     """SoftCast-style linear codec (see the module docstring for the equations and the side information).
 
     Parameters: ``chunk`` (chunk side in coefficients), ``var_bits`` and
-    ``var_octaves`` (quantisation of the chunk variances), ``side_charge``, ``estimator`` (llse or zf).
+    ``var_octaves`` (quantisation of the chunk variances), ``estimator`` (llse or zf).
     """
 
     name = "softcast"
     multiple = 1
 
-    def __init__(self, chunk: int = 16, var_bits: int = 8, var_octaves: float = 24.0,
-                 side_charge: SideInfoCharge | str | None = None, estimator: str = "llse"):
+    def __init__(self, chunk: int = 16, var_bits: int = 8, var_octaves: float = 24.0, estimator: str = "llse"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator '{estimator}': use {' or '.join(ESTIMATORS)}")
         if chunk < 1:
@@ -119,16 +117,11 @@ class SoftCast(Codec):
         self.chunk = chunk
         self.var_bits = int(var_bits)
         self.var_octaves = float(var_octaves)
-        self.side_charge = side_charge_option(side_charge)
         self.estimator = estimator
-
-    @property
-    def snr_aware_encoder(self) -> bool:
-        return self.side_charge.mode == "capacity"
 
     def describe(self) -> str:
         return (f"softcast (DCT chunks {self.chunk}x{self.chunk}, {self.var_bits}-bit variances, "
-                f"{self.estimator.upper()} receiver); {self.side_charge.describe()}")
+                f"{self.estimator.upper()} receiver)")
 
     def grid(self, h: int, w: int) -> tuple[int, int]:
         return max(1, min(h, round(h / self.chunk))), max(1, min(w, round(w / self.chunk)))
@@ -145,10 +138,11 @@ class SoftCast(Codec):
         rel = torch.log2(ref) - torch.log2(lam.clamp(min=1e-30))
         return ref * torch.pow(2.0, -quantize_uniform(rel, 0.0, self.var_octaves, self.var_bits))
 
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         b, _, h, w = x.shape
         dev = x.device
-        budget = self.budget(x, cbr)
+        budget = ctx.budget(cbr)
         gh, gw = self.grid(h, w)
         n_chunks, n_coef = 3 * gh * gw, 3 * h * w
         coef = dct2(colour(x.float())).flatten(1)  # B x 3HW
@@ -167,11 +161,11 @@ class SoftCast(Codec):
         # how many chunks: maximise the coefficients sent under the budget (side information included)
         n = torch.arange(n_chunks + 1, device=dev)
         sbits = self.side_bits(n, n_chunks)[None].expand(b, -1)
-        snr = None if snr_db is None else torch.as_tensor(snr_db).to(dev)[:, None]
-        reals = 2 * (budget - self.side_charge.uses(sbits, snr).to(dev))  # B x (N+1): 2 k(n)
+        side_uses = ctx.side_uses(sbits).to(dev)
+        reals = 2 * (budget - side_uses)  # B x (N+1): 2 k(n)
         if (reals[:, 0] < 0).any():
-            need = float(self.side_charge.uses(sbits, snr)[:, 0].max())
-            raise too_few_uses("softcast", cbr, budget, need, self.original_hw or (h, w), "side information")
+            need = float(side_uses[:, 0].max())
+            raise too_few_uses("softcast", cbr, budget, need, ctx.hw, "side information")
         cum = torch.cat([torch.zeros(b, 1, device=dev), torch.cumsum(count[order], 1)], 1).double()  # coefficients, n
         sent = torch.minimum(reals, cum)
         sent[:, -1] = reals[:, -1]  # all chunks: repeat into the spare uses
@@ -248,21 +242,18 @@ class SoftCast(Codec):
         err = torch.where(info > 0, lam / (1 + lam * info), torch.zeros_like(lam)).sum(1)
         return (err + st["dropped_energy"]) / (3 * h * w)
 
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         img = self.estimate(rx, enc).clamp(0, 1)
         return Decoded(images=img, ok=torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
 
 
 def make_softcast(arg: str | None = None, **options) -> SoftCast:
     """Factory: ``softcast``, ``softcast:32`` (chunk side) or ``softcast:chunk=32,var_bits=16,estimator=zf``;
-    option ``side_charge``."""
+    (the side-information charge is the sweep's ``--side-charge``)."""
     opts = {**parse_arg(arg), **{k: v for k, v in options.items() if k not in GENERIC_OPTIONS}}
     if "" in opts:
         opts["chunk"] = opts.pop("")
-    known = {"chunk", "var_bits", "var_octaves", "side_charge", "estimator"}
-    bad = set(opts) - known
-    if bad:
-        raise ValueError(f"softcast: unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(sorted(known))}")
+    check_options("softcast", opts, {"chunk", "var_bits", "var_octaves", "estimator"})
     for key, typ in (("chunk", int), ("var_bits", int), ("var_octaves", float)):
         if key in opts:
             opts[key] = typed_option("softcast", arg, key, opts[key], typ,

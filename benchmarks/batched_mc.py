@@ -25,8 +25,9 @@ import torch
 from channels import make_channel
 from lrisc_sim.data import Item, folder_images
 from lrisc_sim.engine import Engine, SweepConfig, resolve_device
+from lrisc_sim.results import Row
 from lrisc_sim.grammar import parse_cbr, parse_snr
-from lrisc_sim.sweep import set_threads
+from lrisc_sim.sweep_run import set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def kodak_crops(folder: Path, limit: int, crop: int) -> list[Item]:
     return out
 
 
-def run(eng: Engine, spec: str, items: list[Item]) -> tuple[float, list[dict]]:
+def run(eng: Engine, spec: str, items: list[Item]) -> tuple[float, list[Row]]:
     tasks = eng.plan(items, set())
     t0 = time.perf_counter()
     rows = [r for t in tasks for point in eng.run_task(t) for r in point]
@@ -51,13 +52,14 @@ def run(eng: Engine, spec: str, items: list[Item]) -> tuple[float, list[dict]]:
     return time.perf_counter() - t0, rows
 
 
-def max_diff(a: list[dict], b: list[dict]) -> float:
+def max_diff(a: list[Row], b: list[Row]) -> float:
     d = 0.0
     for r, s in zip(a, b, strict=True):
-        assert (r["snr_db"], r["trial"], r["image"]) == (s["snr_db"], s["trial"], s["image"])
+        assert (r.snr_db, r.trial, r.image) == (s.snr_db, s.trial, s.image)
         for m in ("psnr", "ms_ssim", "lpips"):
-            if not (math.isnan(r[m]) and math.isnan(s[m])):
-                d = max(d, abs(r[m] - s[m]))
+            a_m, b_m = getattr(r, m), getattr(s, m)
+            if not (math.isnan(a_m) and math.isnan(b_m)):
+                d = max(d, abs(a_m - b_m))
     return d
 
 

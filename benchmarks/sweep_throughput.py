@@ -16,7 +16,7 @@ from channels import make_channel
 from lrisc_sim.data import load_dataset
 from lrisc_sim.engine import Engine, SweepConfig, resolve_device
 from lrisc_sim.grammar import parse_cbr, parse_snr
-from lrisc_sim.sweep import set_threads
+from lrisc_sim.sweep_run import set_threads
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 MAIN_EXAMPLE = "lrisc-sim sweep --snr 0:15:5 --cbr 1/48"
@@ -125,29 +124,34 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
 
 
 def _checkpoints(pairs: list[str], codecs: list[str]) -> dict[str, dict]:
-    """``--checkpoint CODEC=PATH`` options by codec name; a checkpoint is never silently ignored: an unknown
-    codec, one that takes no checkpoint or one that is not swept is an error."""
-    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
+    """``--checkpoint CODEC=PATH`` options by codec spec (every spec of the sweep with that name); a checkpoint is
+    never silently ignored: one for a codec that is not swept is an error here, the rest is ``validate()``'s."""
+    from lrisc_sim.registry import split_spec
 
-    names = {split_spec(c)[0] for c in codecs}
+    by_name: dict[str, list[str]] = {}
+    for c in codecs:
+        by_name.setdefault(split_spec(c)[0], []).append(c)
     opts: dict[str, dict] = {}
     for pair in pairs:
         codec, sep, path = pair.partition("=")
         if not sep or not codec or not path:
             raise CliError(f"bad --checkpoint '{pair}': use CODEC=PATH, e.g. lrisc=model.safetensors")
-        if codec not in CODECS:
-            raise CliError(f"--checkpoint {pair}: unknown codec '{codec}'; checkpoints are for "
-                           f"{', '.join(checkpoint_codecs())}")
-        if not takes_checkpoint(codec):
-            raise CliError(f"--checkpoint {pair}: codec {codec} takes no checkpoint (only "
-                           f"{', '.join(checkpoint_codecs())} do); leave it out")
-        if codec not in names:
+        if codec not in by_name:
             raise CliError(f"--checkpoint {pair}: {codec} is not in --codec {','.join(codecs)}; add it there or "
                            "leave the checkpoint out")
-        if not os.path.isfile(path):
-            raise CliError(f"--checkpoint {pair}: file not found")
-        opts.setdefault(codec, {})["checkpoint"] = path
+        for spec in by_name[codec]:
+            opts.setdefault(spec, {})["checkpoint"] = path
     return opts
+
+
+def _validated(cfg):
+    """``cfg.validate()`` with its error worded as the flag (``--trials: must be ...``)."""
+    from lrisc_sim.sweep_config import FLAGS, ConfigError
+
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        raise CliError(e.worded(FLAGS)) from None
 
 
 def _threads(n: int | None) -> None:
@@ -166,47 +170,25 @@ def _ray(a) -> None:
 
 
 def cmd_sweep(a) -> int:
-    from lrisc_sim.engine import SweepConfig
     from lrisc_sim.grammar import parse_cbr, parse_snr
-    from lrisc_sim.sweep import run_sweep, set_threads
+    from lrisc_sim.sweep_run import run_sweep, set_threads
+    from lrisc_sim.sweep_config import SweepConfig
 
     snr, cbr = parse_snr(a.snr), parse_cbr(a.cbr)
     codecs = [c.strip() for c in a.codec.split(",") if c.strip()]
-    if not codecs:
-        raise CliError("--codec is empty: give at least one codec ('lrisc-sim codecs' lists them)")
-    if (a.trials < 1 or a.batch_size < 1 or (a.limit is not None and a.limit < 1)
-            or (a.decode_batch is not None and a.decode_batch < 1)):
-        raise CliError("--trials, --batch-size, --decode-batch and --limit must be positive integers")
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
-    from lrisc_sim.results import METRICS
-
-    bad = [m for m in metrics if m not in METRICS]
-    if bad or not metrics:
-        raise CliError(f"unknown metric(s) {', '.join(bad) or '(none)'}: choose from {', '.join(METRICS)}")
     _threads(a.threads)
     _out(a.out)
     _ray(a)
-    _check_codecs(codecs)
+    cfg = _validated(SweepConfig(codecs=codecs, snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
+                                 dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed,
+                                 batch_size=a.batch_size, device=a.device, metrics=metrics,
+                                 side_charge=a.side_charge, decode_batch=a.decode_batch,
+                                 codec_options=_checkpoints(a.checkpoint, codecs)))
     set_threads(a.threads)
-    opts = _checkpoints(a.checkpoint, codecs)
-    from lrisc_sim.registry import split_spec
-
-    cfg = SweepConfig(codecs=codecs, snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
-                      dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed, batch_size=a.batch_size,
-                      device=a.device, metrics=metrics, side_charge=a.side_charge, decode_batch=a.decode_batch,
-                      codec_options={c: opts.get(split_spec(c)[0], {}) for c in codecs})
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
               redo=_redo(a.redo))
     return 0
-
-
-def _check_codecs(codecs: list[str]) -> None:
-    from lrisc_sim.registry import CODECS, split_spec
-
-    for c in codecs:
-        name, _ = split_spec(c)
-        if name not in CODECS:
-            raise CliError(f"unknown codec '{name}': choose from {', '.join(CODECS)} (see 'lrisc-sim codecs')")
 
 
 def _redo(values: list[str]) -> list[str]:
@@ -215,7 +197,7 @@ def _redo(values: list[str]) -> list[str]:
 
 def cmd_run(a) -> int:
     from lrisc_sim.experiment import run_experiment
-    from lrisc_sim.sweep import set_threads
+    from lrisc_sim.sweep_run import set_threads
 
     _threads(a.threads)
     _out(a.out)
@@ -242,27 +224,30 @@ def cmd_metrics(a) -> int:
     return 0
 
 
+def _listing(rows: list[tuple[str, str, str, str]], width: int) -> None:
+    for name, origin, status, summary in rows:
+        print(f"{name:<{width}} {status if status == 'ok' else '-- ' + status}  [{origin}]\n{'':<{width}} {summary}")
+
+
 def cmd_codecs(a) -> int:
     from lrisc_sim.registry import available
 
-    for name, status, summary in available():
-        print(f"{name:<18} {status if status == 'ok' else '-- ' + status}\n{'':<18} {summary}")
+    _listing(available(), 18)
     return 0
 
 
 def cmd_channels(a) -> int:
-    from channels import available_channels
+    from channels.registry import available_channels
 
-    for name, status, summary in available_channels():
-        print(f"{name:<16} {status if status == 'ok' else '-- ' + status}\n{'':<16} {summary}")
+    _listing(available_channels(), 16)
     return 0
 
 
 def cmd_transmit(a) -> int:
-    from lrisc_sim.transmit import transmit
+    from lrisc_sim.transmission import transmit
     from lrisc_sim.grammar import parse_cbr, parse_snr
-    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
-    from lrisc_sim.sweep import set_threads
+    from lrisc_sim.sweep_run import set_threads
+    from lrisc_sim.sweep_config import SweepConfig
 
     _threads(a.threads)
     _out(a.out)
@@ -271,14 +256,13 @@ def cmd_transmit(a) -> int:
         raise CliError(f"--snr {a.snr}: transmit takes one SNR value, e.g. --snr 10")
     if len(cbr) != 1:
         raise CliError("transmit takes one --cbr value")
-    name = split_spec(a.codec)[0]
-    if a.checkpoint and name in CODECS and not takes_checkpoint(name):
-        raise CliError(f"--checkpoint {a.checkpoint}: codec {name} takes no checkpoint (only "
-                       f"{', '.join(checkpoint_codecs())} do); leave it out")
+    _validated(SweepConfig(codecs=[a.codec], snr_db=snr, cbr=cbr, channel=a.channel, equalizer=a.equalizer,
+                           dataset=a.image, seed=a.seed, device=a.device,
+                           codec_options={a.codec: {"checkpoint": a.checkpoint}} if a.checkpoint else {}))
     set_threads(a.threads)
-    paths = transmit(a.image, codec=a.codec, snr_db=snr[0], cbr=float(cbr[0]), channel=a.channel,
-                     equalizer=a.equalizer, seed=a.seed, checkpoint=a.checkpoint, out=a.out, device=a.device)
-    for p in paths:
+    t = transmit(a.image, codec=a.codec, snr_db=snr[0], cbr=float(cbr[0]), channel=a.channel,
+                 equalizer=a.equalizer, seed=a.seed, checkpoint=a.checkpoint, out=a.out, device=a.device)
+    for p in t.paths:
         print(p)
     return 0
 

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -105,24 +106,62 @@ class Decoded:
     info: dict[str, list] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a codec call is told besides its tensors; built by the engine (or :func:`lrisc_sim.send`) per batch.
+
+    hw : the original (unpadded) H x W of the batch's images, for the CBR accounting.
+    side_charge : how side-information bits are charged in channel uses (the sweep's ``--side-charge``).
+    snr_db : B float32, the link SNR given to the encoder, or None: the encoding is then reused at every SNR.
+        It is given when :func:`encoder_needs_snr` holds.
+    """
+
+    hw: tuple[int, int]
+    side_charge: SideInfoCharge = SideInfoCharge()
+    snr_db: torch.Tensor | None = None
+
+    @staticmethod
+    def of(x: torch.Tensor, **kw: Any) -> Context:
+        """The context of an unpadded batch ``x`` (``B x 3 x H x W``): ``hw`` from its shape."""
+        return Context(hw=(int(x.shape[-2]), int(x.shape[-1])), **kw)
+
+    def budget(self, cbr: float) -> int:
+        """Total complex channel uses allowed by ``cbr`` for the original size: floor(cbr * 3 H W)."""
+        h, w = self.hw
+        return int(math.floor(cbr * 3 * h * w + 1e-9))
+
+    def side_uses(self, bits: torch.Tensor) -> torch.Tensor:
+        """Channel uses (float64, B or B x N) of ``bits`` of side information under ``side_charge`` at ``snr_db``
+        (``snr_db`` broadcast over trailing dimensions)."""
+        snr = self.snr_db
+        if snr is not None and bits.dim() > 1:
+            snr = snr.reshape(-1, *([1] * (bits.dim() - 1)))
+        return self.side_charge.uses(bits, None if snr is None else snr.to(bits.device))
+
+
+Send = Callable[[Encoded], Received]
+
+
 class Codec(ABC):
-    """A transmission scheme: images -> complex symbols -> images.
+    """A transmission scheme: images -> complex symbols -> images. The contract (ARCHITECTURE.md section 4.1):
+
+    * ``encode(x, cbr, ctx) -> Encoded`` (required): ``x`` ``B x 3 x H x W`` in [0, 1], padded to ``multiple``;
+      payload uses + ``ctx.side_uses(side_bits)`` must stay within ``ctx.budget(cbr)``.
+    * ``decode(rx, enc, ctx) -> Decoded``: the receiver, given the equalised symbols of ``enc``.
+    * ``run(enc, send, ctx) -> (Decoded, Encoded)``: the one call the engine makes after ``encode``; ``send(enc)``
+      applies the point's channel realization and equaliser. The default is ``decode(send(enc), enc, ctx)``; a
+      codec that sends several things (e.g. the best-MCS envelope ``bpg-ldpc``, one transmission per MCS on the
+      same realization) overrides ``run`` instead of ``decode`` and returns the ``Encoded`` it reports.
 
     Attributes
     ----------
     name : registry name (``lrisc-sim codecs`` lists them).
     multiple : H and W must be multiples of this; the engine pads (reflect) and crops back.
-    snr_aware_encoder : True if ``encode`` uses the SNR (SNR-adaptive or rate-adaptive digital codecs); the
-        engine then encodes once per SNR, else once per (batch, CBR) and reuses the symbols at every SNR.
-    Envelope codecs (best of several variants per row, e.g. ``bpg-ldpc``) also define ``variants() -> list[Codec]``
-    and ``decode_all(x, encodeds, transmit) -> (Decoded, Encoded used)``, where ``transmit(enc) -> Received`` sends
-    one variant over the row's realization; the engine encodes every variant and calls ``decode_all``.
-    side_charge : how side bits are charged in channel uses (set by the engine from ``--side-charge``); the
-        encoder must keep payload + ``side_charge.uses(side_bits, snr)`` within ``budget()``. Under the
-        ``capacity`` rule the engine passes the SNR to every encoder.
+    snr_aware_encoder : True if ``encode`` uses ``ctx.snr_db`` (SNR-adaptive codecs): the engine then encodes
+        once per SNR, else once per (batch, CBR) and reuses the symbols at every SNR (:func:`encoder_needs_snr`).
     batched_decode : True if the codec implements ``concat_encoded`` and ``decode`` treats every row on its own
         (nothing shared across rows, no per-batch statistics): the engine then stacks the rows of several
-        (SNR, trial) points into one ``decode`` call (``--decode-batch``). Set it only where a row's output is
+        (SNR, trial) points into one ``run`` call (``--decode-batch``). Set it only where a row's output is
         the same to the bit whatever the batch (LRISC's U-Net is not, so LRISC stays per point by default).
     """
 
@@ -130,16 +169,21 @@ class Codec(ABC):
     multiple: int = 1
     snr_aware_encoder: bool = False
     batched_decode: bool = False
-    side_charge: SideInfoCharge = SideInfoCharge()
 
     @abstractmethod
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
-        """x: B x 3 x H x W in [0, 1] (padded to ``multiple``); cbr: target total CBR of the *original* size,
-        side information included (``self.original_hw`` is set by the engine); snr_db: B or None."""
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        """x: B x 3 x H x W in [0, 1] (padded to ``multiple``); cbr: target total CBR of the *original* size
+        ``ctx.hw``, side information included; ``ctx`` None: ``Context.of(x)`` (unpadded, default charge)."""
 
-    @abstractmethod
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         """rx: equalised received symbols and channel state; enc: the encoder's output of the same batch."""
+        raise NotImplementedError(f"{self.name} implements neither decode() nor run(): a codec implements "
+                                  "decode(rx, enc, ctx), or run(enc, send, ctx) when it sends more than enc")
+
+    def run(self, enc: Encoded, send: Send, ctx: Context) -> tuple[Decoded, Encoded]:
+        """Send ``enc`` (``send(enc) -> Received``) and decode it; returns the decoded batch and the ``Encoded``
+        whose channel uses are reported."""
+        return self.decode(send(enc), enc, ctx), enc
 
     def concat_encoded(self, encs: list[Encoded]) -> Encoded:
         """One ``Encoded`` holding the rows of ``encs[0]``, then ``encs[1]``, ... (the same batch of images, possibly
@@ -158,13 +202,11 @@ class Codec(ABC):
         """Checkpoint files whose contents determine the codec's output (fingerprinted to detect stale results)."""
         return []
 
-    # set by the engine before encode: the unpadded size, for CBR accounting
-    original_hw: tuple[int, int] | None = None
 
-    def budget(self, x: torch.Tensor, cbr: float) -> int:
-        """Total complex channel uses allowed by ``cbr`` for the original image size: floor(cbr * 3 H W)."""
-        h, w = self.original_hw or x.shape[-2:]
-        return int(math.floor(cbr * 3 * h * w + 1e-9))
+def encoder_needs_snr(codec: Codec, charge: SideInfoCharge) -> bool:
+    """Whether ``codec.encode`` is given the SNR: an SNR-aware encoder, or any encoder under the ``capacity``
+    side-information charge (its side uses, hence its payload length, depend on the SNR)."""
+    return bool(codec.snr_aware_encoder) or charge.mode == "capacity"
 
 
 def pad_cat(ts: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:

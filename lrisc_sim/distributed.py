@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from lrisc_sim.engine import SweepConfig, Task
-from lrisc_sim.results import ResultsTable
+from lrisc_sim.results import ResultsTable, Row
 
 _ENGINES: dict[str, object] = {}  # per worker process: engines (with loaded codecs) by config
 
@@ -51,7 +51,7 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
                          "there with 'ray start --head', or leave --ray-address out for a local instance") from None
 
 
-def _execute(cfg_dict: dict, task: Task, use_gpu: bool) -> list[dict]:
+def _execute(cfg_dict: dict, task: Task, use_gpu: bool) -> list[Row]:
     """Run one task inside a Ray worker and return all its rows."""
     import json
 
@@ -68,7 +68,7 @@ def _execute(cfg_dict: dict, task: Task, use_gpu: bool) -> list[dict]:
         dev = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         eng = Engine(cfg, make_channel(cfg.channel), dev)
         _ENGINES[key] = eng
-    rows: list[dict] = []
+    rows: list[Row] = []
     for r in eng.run_task(task):
         rows += r
     return rows

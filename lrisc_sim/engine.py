@@ -11,7 +11,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,33 +19,14 @@ import torch
 
 from channels.base import Channel, ChannelOutput, Received, equalize
 from channels.realization import Realization
-from lrisc_sim.codec import (Codec, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report, codec_note,
-                             pad_cat)
+from lrisc_sim.codec import (Codec, Context, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report,
+                             codec_note, encoder_needs_snr, pad_cat)
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
-from lrisc_sim.results import METRICS, point_key
+from lrisc_sim.metrics import METRIC_NAMES
+from lrisc_sim.results import Row, point_key
+from lrisc_sim.sweep_config import SweepConfig
 
 STAGES = ("encode", "channel", "decode", "metrics")
-
-
-@dataclass
-class SweepConfig:
-    """Everything a sweep needs; filled by the CLI (``lrisc-sim sweep``) and by experiment TOML files."""
-
-    codecs: list[str]
-    snr_db: list[float]
-    cbr: list[Fraction | float]
-    channel: str = "awgn"
-    equalizer: str = "mmse"
-    dataset: str = "builtin"
-    limit: int | None = None
-    trials: int = 1
-    seed: int = 0
-    batch_size: int = 4
-    device: str = "auto"
-    metrics: tuple[str, ...] = METRICS
-    side_charge: str = "fixed"
-    codec_options: dict[str, dict] = field(default_factory=dict)
-    decode_batch: int | None = None  # rows (images x points) per decode call; None: DECODE_PIXELS of the device
 
 
 # Default bound on one decode call of a ``batched_decode`` codec, in padded pixels (rows x H x W): on a CPU 2^18
@@ -102,7 +83,6 @@ class Engine:
                 from lrisc_sim.registry import make_codec
 
                 c = make_codec(spec, device=str(self.device), **self.cfg.codec_options.get(spec, {}))
-            c.side_charge = self.charge
             self._codecs[spec] = c.to(self.device)
         return self._codecs[spec]
 
@@ -131,20 +111,21 @@ class Engine:
 
     def points_per_decode(self, codec: Codec, b: int, hw: tuple[int, int]) -> int:
         """How many (SNR, trial) points of ``b`` images of padded size ``hw`` go into one decode call: 1 unless the
-        codec has ``batched_decode`` (and is no envelope codec); else ``decode_batch`` rows, or the device's
-        ``DECODE_PIXELS`` bound, divided by ``b`` (at least 1)."""
-        if (not getattr(codec, "batched_decode", False) or hasattr(codec, "decode_all")
-                or callable(getattr(codec, "variants", None))):
+        codec has ``batched_decode``; else ``decode_batch`` rows, or the device's ``DECODE_PIXELS`` bound, divided
+        by ``b`` (at least 1)."""
+        if not codec.batched_decode:
             return 1
         rows = self.cfg.decode_batch
         if rows is None:
             rows = DECODE_PIXELS.get(self.device.type, DECODE_PIXELS["cpu"]) // max(1, hw[0] * hw[1])
         return max(1, int(rows) // b)
 
-    def run_task(self, task: Task) -> Iterator[list[dict]]:
-        """Yield the rows of each (SNR, trial) point of a task, in order. A ``batched_decode`` codec decodes
-        several consecutive points in one call (``points_per_decode``); each row keeps its own realization,
-        encoding and decoder seed, so the numbers are those of one call per point."""
+    def run_task(self, task: Task) -> Iterator[list[Row]]:
+        """Yield the rows of each (SNR, trial) point of a task, in order. Every point is ``codec.run(enc, send,
+        ctx)`` on the encoding of its SNR (one encoding for every SNR when the encoder takes none). A
+        ``batched_decode`` codec runs several consecutive points in one call (``points_per_decode``) on their
+        concatenated rows; each row keeps its own realization, encoding and decoder seed, so the numbers are those
+        of one call per point."""
         codec = self.codec(task.codec)
         tim = self.timings[task.codec]
         x0 = torch.stack([it.image for it in task.items]).to(self.device)
@@ -152,10 +133,9 @@ class Engine:
         x = pad_to_multiple(x0, codec.multiple)
         ids = [it.id for it in task.items]
         cbr = float(task.cbr)
-        codec.original_hw, codec.side_charge = hw, self.charge
-        snr_aware = codec.snr_aware_encoder or self.charge.mode == "capacity"
+        needs_snr = encoder_needs_snr(codec, self.charge)
         realizations = {t: Realization(self.cfg.seed, ids, t, self.device) for t in {p[1] for p in task.points}}
-        encoded: dict[object, list[Encoded]] = {}
+        encoded: dict[object, tuple[Encoded, Context]] = {}
         from lrisc_sim.metrics import Reference
 
         reference = Reference(x0)  # the sources' LPIPS features, once for every SNR and trial
@@ -173,26 +153,35 @@ class Engine:
         for start in range(0, len(task.points), per):
             chunk = task.points[start : start + per]
             t0 = time.perf_counter()
-            keys = list(dict.fromkeys(snr if snr_aware else None for snr, _ in chunk))
+            keys = list(dict.fromkeys(snr if needs_snr else None for snr, _ in chunk))
             for key in [k for k in encoded if k not in keys]:
                 del encoded[key]  # only the encodings of this chunk's SNRs alive at a time
             for key in keys:
                 if key not in encoded:
-                    snr_vec = torch.full((b,), float(key), device=self.device) if snr_aware else None
+                    snr_vec = torch.full((b,), float(key), device=self.device) if needs_snr else None
+                    ctx = Context(hw, self.charge, snr_vec)
                     with torch.no_grad():
-                        encoded[key] = encode_all(codec, x, cbr, snr_vec, ids)
+                        encoded[key] = (encode_batch(codec, x, cbr, ctx, ids), ctx)
             t1 = time.perf_counter()
             t_ch = 0.0
             with torch.no_grad():
                 if per == 1:
                     snr, trial = chunk[0]
-                    dec, enc_used = decode_all(codec, x, encoded[keys[0]], lambda e: transmit(e, snr, trial))
-                    outs = [(dec, enc_used)]
+                    enc, ctx = encoded[keys[0]]
+                    outs = [codec.run(enc, lambda e: transmit(e, snr, trial), ctx)]
                 else:
-                    encs = [encoded[snr if snr_aware else None][0] for snr, _ in chunk]
-                    rx = concat_received([transmit(e, snr, trial) for e, (snr, trial) in zip(encs, chunk)])
-                    dec = codec.decode(rx, codec.concat_encoded(encs))
-                    outs = [(split_decoded(dec, j * b, b), e) for j, e in enumerate(encs)]
+                    parts = [encoded[snr if needs_snr else None] for snr, _ in chunk]
+                    merged = codec.concat_encoded([e for e, _ in parts])
+                    snrs = [c.snr_db for _, c in parts]
+                    ctx = Context(hw, self.charge, torch.cat(snrs) if needs_snr else None)
+
+                    def send(e: Encoded) -> Received:  # every part on its own point's realization
+                        if e is not merged:
+                            raise RuntimeError(f"{task.codec}: run() must send the Encoded it was given")
+                        return concat_received([transmit(p, snr, trial) for (p, _), (snr, trial) in zip(parts, chunk)])
+
+                    dec, _ = codec.run(merged, send, ctx)
+                    outs = [(split_decoded(dec, j * b, b), p) for j, (p, _) in enumerate(parts)]
             t2 = time.perf_counter()
             tim["encode"] += t1 - t0
             tim["channel"] += t_ch
@@ -202,7 +191,7 @@ class Engine:
                 yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent)
 
     def _rows(self, task: Task, snr: float, trial: int, dec: Decoded, enc_used: Encoded, x0: torch.Tensor,
-              reference, spent: float) -> list[dict]:
+              reference, spent: float) -> list[Row]:
         """The rows of one point from its decoded batch: metrics, CBR split and info columns."""
         tim = self.timings[task.codec]
         ids = [it.id for it in task.items]
@@ -224,16 +213,13 @@ class Engine:
         info = {**enc_used.info, **dec.info}
         rows = []
         for i, img in enumerate(ids):
-            rows.append({
-                "codec": task.codec, "cbr_target": cbr, "snr_db": float(snr), "channel": self.channel_label,
-                "trial": trial, "image": img,
-                "cbr_payload": float(rep["cbr_payload"][i]), "cbr_side": float(rep["cbr_side"][i]),
-                "cbr_total": float(rep["cbr_total"][i]),
-                **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRICS},
-                "seconds": per_img, "ok": bool(dec.ok[i]), "seed": self.cfg.seed,
-                "side_charge": self.charge.describe(),
-                "info": {k: _scalar(v[i]) for k, v in info.items()},
-            })
+            rows.append(Row(
+                codec=task.codec, cbr_target=cbr, snr_db=float(snr), channel=self.channel_label, trial=trial,
+                image=img, cbr_payload=float(rep["cbr_payload"][i]), cbr_side=float(rep["cbr_side"][i]),
+                cbr_total=float(rep["cbr_total"][i]),
+                **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRIC_NAMES},
+                seconds=per_img, ok=bool(dec.ok[i]), seed=self.cfg.seed, side_charge=self.charge.describe(),
+                info={k: _scalar(v[i]) for k, v in info.items()}))
         return rows
 
     def metrics(self, x: torch.Tensor, y: torch.Tensor, reference=None) -> dict[str, torch.Tensor]:
@@ -242,38 +228,21 @@ class Engine:
         return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics, reference).items()}
 
 
-def encode_all(codec: Codec, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None,
-               ids: Sequence[str] | None = None) -> list[Encoded]:
-    """Encode a batch: one ``Encoded`` for a plain codec, one per variant for an envelope codec (``variants()``);
-    the codec's ``original_hw`` and ``side_charge`` are passed on to the variants. ``ids`` (the images' ids)
-    are named in the error when the images are too small for the codec."""
-    variants = getattr(codec, "variants", None)
-    subs: list[Codec] = list(variants()) if callable(variants) else [codec]
-    for s in subs:
-        s.original_hw, s.side_charge = codec.original_hw, codec.side_charge
+def encode_batch(codec: Codec, x: torch.Tensor, cbr: float, ctx: Context, ids: Sequence[str] | None = None
+                 ) -> Encoded:
+    """``codec.encode(x, cbr, ctx)``, naming the images ``ids`` in the error when they are too small for it."""
     try:
-        return [s.encode(x, cbr, snr_db) for s in subs]
+        return codec.encode(x, cbr, ctx)
     except ImageTooSmall as e:
         if ids is None:
             raise
-        raise ImageTooSmall(f"{_which(ids, codec.original_hw or tuple(x.shape[-2:]))}: {e}") from None
+        raise ImageTooSmall(f"{_which(ids, ctx.hw)}: {e}") from None
 
 
 def _which(ids: Sequence[str], hw: tuple[int, int]) -> str:
     """'image kodim01 (768x512 px)' or 'images a, b, c (64x96 px)', for error messages."""
     names = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
     return f"image{'s' if len(ids) > 1 else ''} {names} ({hw[1]}x{hw[0]} px)"
-
-
-def decode_all(codec: Codec, x: torch.Tensor, encs: list[Encoded], transmit) -> tuple[Decoded, Encoded]:
-    """Send and decode what ``encode_all`` produced; ``transmit(enc) -> Received`` applies the channel of the
-    point (same realization for every variant). Returns the decoded batch and the ``Encoded`` it used."""
-    if hasattr(codec, "decode_all"):  # envelope codecs: every variant on the same realization
-        return codec.decode_all(x, encs, transmit)
-    if len(encs) > 1:
-        subs = list(codec.variants())
-        return codec.combine(x, [s.decode(transmit(e), e) for s, e in zip(subs, encs)], encs)
-    return codec.decode(transmit(encs[0]), encs[0]), encs[0]
 
 
 def concat_received(rxs: list[Received]) -> Received:

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrisc_sim.engine import SweepConfig
 from lrisc_sim.grammar import GridError, parse_cbr, parse_snr
-from lrisc_sim.results import METRICS
+from lrisc_sim.metrics import METRIC_NAMES
+from lrisc_sim.sweep_config import TOML_KEYS, ConfigError, SweepConfig
 
 TOP_KEYS = {"name", "title", "kind", "out", "dataset", "limit", "seed", "trials", "batch_size", "metrics",
             "side_charge", "channel", "grid", "codecs", "visual", "description"}
@@ -110,60 +110,28 @@ def load_experiment(path: str | Path) -> Experiment:
     ch = _type(file, "channel", d.get("channel", {}), dict, "a table [channel]")
     if set(ch) - CHANNEL_KEYS:
         raise ExperimentError(f"{file}: unknown key(s) in [channel]: {', '.join(sorted(set(ch) - CHANNEL_KEYS))}")
-    model = _type(file, "channel.model", ch.get("model", "awgn"), str, "a channel spec string")
-    from channels import make_channel
-
-    try:
-        make_channel(model)
-    except ValueError as e:
-        raise ExperimentError(f"{file}: key 'channel.model': {e}") from None
-    eq = ch.get("equalizer", "mmse")
-    if eq not in ("mmse", "zf"):
-        raise ExperimentError(f"{file}: key 'channel.equalizer' must be 'mmse' or 'zf', got {eq!r}")
     codecs = d.get("codecs")
     if not isinstance(codecs, list) or not codecs or not all(isinstance(c, dict) for c in codecs):
         raise ExperimentError(f"{file}: key 'codecs' must be a non-empty array of tables [[codecs]] with 'spec'")
-    from lrisc_sim.registry import CODECS, checkpoint_codecs, split_spec, takes_checkpoint
-
     specs, options, labels = [], {}, {}
     for i, c in enumerate(codecs):
         spec = c.get("spec")
-        if not isinstance(spec, str) or split_spec(spec)[0] not in CODECS:
-            raise ExperimentError(f"{file}: key 'codecs[{i}].spec' must name a codec ({', '.join(CODECS)}), "
-                                  f"got {spec!r}")
+        if not isinstance(spec, str):
+            raise ExperimentError(f"{file}: key 'codecs[{i}].spec' must be a codec spec string, got {spec!r}")
         opts = {k: v for k, v in c.items() if k not in ("spec", "label")}
-        if "checkpoint" in opts and not takes_checkpoint(split_spec(spec)[0]):
-            raise ExperimentError(f"{file}: key 'codecs[{i}].checkpoint': codec {split_spec(spec)[0]} takes no "
-                                  f"checkpoint (only {', '.join(checkpoint_codecs())} do); remove the key")
-        if "checkpoint" in opts:
-            ck = Path(opts["checkpoint"])
-            ck = ck if ck.is_absolute() or ck.exists() else file.parent / ck
-            if not ck.is_file():
-                raise ExperimentError(f"{file}: key 'codecs[{i}].checkpoint': file {opts['checkpoint']} not found")
-            opts["checkpoint"] = str(ck)
+        if "checkpoint" in opts:  # relative to the file when not found from the working folder
+            ck = Path(str(opts["checkpoint"]))
+            opts["checkpoint"] = str(ck if ck.is_absolute() or ck.exists() else file.parent / ck)
         specs.append(spec)
         options[spec] = opts
         labels[spec] = _type(file, f"codecs[{i}].label", c.get("label", spec), str, "a string")
-    metrics = d.get("metrics", list(METRICS))
-    if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
-        raise ExperimentError(f"{file}: key 'metrics' must be a list drawn from {list(METRICS)}, got {metrics!r}")
-    ints = {}
-    for k, default in (("seed", 0), ("trials", 1), ("batch_size", 4), ("limit", None)):
-        v = d.get(k, default)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (k != "seed" and v < 1)):
-            raise ExperimentError(f"{file}: key '{k}' must be a {'' if k == 'seed' else 'positive '}integer, "
-                                  f"got {v!r}")
-        ints[k] = v
+    metrics = d.get("metrics", list(METRIC_NAMES))
+    if not isinstance(metrics, list):
+        raise ExperimentError(f"{file}: key 'metrics' must be a list drawn from {list(METRIC_NAMES)}, got "
+                              f"{metrics!r}")
     dataset = _type(file, "dataset", d.get("dataset", "builtin"), str, "a string")
     if dataset not in ("builtin", "kodak") and not Path(dataset).exists() and (file.parent / dataset).exists():
         dataset = str(file.parent / dataset)
-    side = _type(file, "side_charge", d.get("side_charge", "fixed"), str, "a string")
-    from lrisc_sim.codec import SideInfoCharge
-
-    try:
-        SideInfoCharge.parse(side)
-    except ValueError as e:
-        raise ExperimentError(f"{file}: key 'side_charge': {e}") from None
     visual: dict[str, Any] = {}
     if kind == "sweep":
         grid = _type(file, "grid", d.get("grid"), dict, "a table [grid] with snr and cbr")
@@ -177,10 +145,14 @@ def load_experiment(path: str | Path) -> Experiment:
         snr = _grid(file, "visual.snr", vis.get("snr", [0, 5, 10, 15]), parse_snr)
         cbr = _grid(file, "visual.cbr", vis.get("cbr", "1/48"), parse_cbr)
         visual = {"image": _type(file, "visual.image", vis["image"], str, "an image id string")}
-    sweep = SweepConfig(codecs=specs, snr_db=snr, cbr=cbr, channel=model, equalizer=eq, dataset=dataset,
-                        limit=ints["limit"], trials=ints["trials"], seed=ints["seed"],
-                        batch_size=ints["batch_size"], metrics=tuple(metrics), side_charge=side,
-                        codec_options=options)
+    sweep = SweepConfig(codecs=specs, snr_db=snr, cbr=cbr, channel=ch.get("model", "awgn"),
+                        equalizer=ch.get("equalizer", "mmse"), dataset=dataset, limit=d.get("limit"),
+                        trials=d.get("trials", 1), seed=d.get("seed", 0), batch_size=d.get("batch_size", 4),
+                        metrics=tuple(metrics), side_charge=d.get("side_charge", "fixed"), codec_options=options)
+    try:
+        sweep.validate()
+    except ConfigError as e:
+        raise ExperimentError(f"{file}: key '{e.name(TOML_KEYS)}': {e.problem}") from None
     out = Path(_type(file, "out", d.get("out", f"results/{name}"), str, "a path string"))
     return Experiment(name=name, path=file, kind=kind, sweep=sweep, out=out,
                       title=_type(file, "title", d.get("title", name), str, "a string"),
@@ -207,7 +179,7 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
 
             result = visual_grid(exp, dest)
         else:
-            from lrisc_sim.sweep import run_sweep
+            from lrisc_sim.sweep_run import run_sweep
 
             result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
                                quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)

@@ -1,7 +1,10 @@
 """Name -> codec factory, imported lazily so that ``lrisc-sim --help`` stays fast.
 
 A codec spec is ``NAME`` or ``NAME:ARG`` (e.g. ``bpg-ldpc:16qam-1/2``); the factory receives ARG (or None) and
-keyword options (device, checkpoint, ...). ``available()`` says, per codec, whether it can run here and why not.
+keyword options (device, checkpoint, ...). Names are the built-in codecs below and the installed plugins (entry
+point group ``lrisc_sim.codecs``); a spec ``package.module:Name[:ARG]`` names a factory or ``Codec`` class
+directly (``lrisc_sim.plugins``). ``available()`` says, per codec, where it comes from, whether it can run here
+and why not.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 
 from lrisc_sim.codec import Codec
+from lrisc_sim.plugins import CODEC_GROUP, PluginError, entry_points, is_object_spec, load_object, split_object_spec
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class CodecEntry:
     target: str  # "module:factory"
     summary: str
     checkpoint: bool = False  # takes a ``checkpoint`` option (a weights file)
+    origin: str = "built-in"
 
 
 CODECS: dict[str, CodecEntry] = {
@@ -48,41 +53,89 @@ class UnknownCodecError(ValueError):
     pass
 
 
+def codec_entries() -> dict[str, CodecEntry]:
+    """Every codec name: the built-in ones, then the installed plugins (a plugin cannot replace a built-in name;
+    ``available()`` reports such a clash)."""
+    out = dict(CODECS)
+    for name, p in entry_points(CODEC_GROUP).items():
+        if name not in out:
+            out[name] = CodecEntry(name, p.target, f"third-party codec {p.target}", _plugin_checkpoint(p.target),
+                                   p.origin)
+    return out
+
+
+def _plugin_checkpoint(target: str) -> bool:
+    try:
+        return bool(getattr(load_object(target, "codec"), "takes_checkpoint", False))
+    except PluginError:
+        return False
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME:ARG`` -> (NAME, ARG); ``package.module:Name:ARG`` -> (``package.module:Name``, ARG)."""
+    if is_object_spec(spec, codec_entries()):
+        return split_object_spec(spec)
     name, sep, arg = spec.strip().partition(":")
     return name, (arg if sep else None)
 
 
+def codec_entry(name: str) -> CodecEntry:
+    """The entry of a codec name or ``package.module:Name`` target; ``UnknownCodecError`` listing the names."""
+    if is_object_spec(name, codec_entries()):
+        target = split_object_spec(name)[0]
+        return CodecEntry(target, target, f"codec object {target}", _plugin_checkpoint(target), "module path")
+    entries = codec_entries()
+    if name not in entries:
+        raise UnknownCodecError(f"unknown codec '{name}': choose from {', '.join(entries)} (see 'lrisc-sim codecs'), "
+                                "or name a plugin object as package.module:Name")
+    return entries[name]
+
+
 def takes_checkpoint(name: str) -> bool:
     """Whether codec ``name`` uses a ``checkpoint`` option (a weights file)."""
-    e = CODECS.get(name)
-    return e is not None and e.checkpoint
+    try:
+        return codec_entry(name).checkpoint
+    except (UnknownCodecError, PluginError):
+        return False
 
 
 def checkpoint_codecs() -> list[str]:
-    return [n for n, e in CODECS.items() if e.checkpoint]
+    return [n for n, e in codec_entries().items() if e.checkpoint]
+
+
+def check_spec(spec: str) -> None:
+    """Raise the one-line error of an unknown codec name (or an unimportable plugin object) without building it."""
+    name, _ = split_spec(spec)
+    entry = codec_entry(name)
+    if entry.origin != "built-in":
+        load_object(entry.target, "codec")
 
 
 def make_codec(spec: str, **options) -> Codec:
     """Build a codec from its spec; raise ``UnknownCodecError`` with the list of names for a bad name, and a
     ``ValueError`` for a ``checkpoint`` given to a codec that has none (it would be ignored)."""
     name, arg = split_spec(spec)
-    entry = CODECS.get(name)
-    if entry is None:
-        raise UnknownCodecError(f"unknown codec '{name}': choose from {', '.join(CODECS)} (see 'lrisc-sim codecs')")
+    entry = codec_entry(name)
     if options.get("checkpoint") and not entry.checkpoint:
         raise ValueError(f"codec '{name}' takes no checkpoint (only {', '.join(checkpoint_codecs())} do); "
                          f"leave the checkpoint out for {name}")
-    mod, _, fn = entry.target.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise UnknownCodecError(f"codec '{name}' is not available in this installation ({e})") from e
-    return factory(arg, **options)
+    if entry.origin == "built-in":
+        mod, _, fn = entry.target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise UnknownCodecError(f"codec '{name}' is not available in this installation ({e})") from e
+    else:
+        factory = load_object(entry.target, "codec")
+    codec = factory(arg, **options)
+    if not isinstance(codec, Codec):
+        raise PluginError(f"codec '{name}' ({entry.target}) returned {type(codec).__name__}, not a "
+                          "lrisc_sim.codec.Codec; return an instance of a Codec subclass")
+    return codec
 
 
-def available() -> list[tuple[str, str, str]]:
-    """(name, status, summary) for every codec; status is 'ok' or the reason it cannot run here."""
+def available() -> list[tuple[str, str, str, str]]:
+    """(name, origin, status, summary) for every codec; status is 'ok' or the reason it cannot run here."""
     rows = []
     for e in CODECS.values():
         mod, _, fn = e.target.partition(":")
@@ -94,5 +147,15 @@ def available() -> list[tuple[str, str, str]]:
                 status = "not implemented in this installation"
         except ImportError as ex:
             status = f"not available: {ex}"
-        rows.append((e.name, status, e.summary))
+        rows.append((e.name, e.origin, status, e.summary))
+    for name, p in entry_points(CODEC_GROUP).items():
+        if name in CODECS:
+            rows.append((name, p.origin, f"ignored: the name of a built-in codec ({p.target})", ""))
+            continue
+        try:
+            obj = load_object(p.target, "codec")
+            status, summary = "ok", (obj.__doc__ or p.target).strip().splitlines()[0]
+        except PluginError as ex:
+            status, summary = str(ex), p.target
+        rows.append((name, p.origin, status, summary))
     return rows

@@ -7,19 +7,57 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-COLUMNS = ["codec", "cbr_target", "cbr_payload", "cbr_side", "cbr_total", "snr_db", "channel", "trial", "image",
-           "psnr", "ms_ssim", "lpips", "seconds", "ok", "seed", "side_charge", "info"]
-KEY = ("codec", "cbr_target", "snr_db", "channel", "trial", "image")
-METRICS = ("psnr", "ms_ssim", "lpips")
+from lrisc_sim.metrics import METRIC_NAMES
+
+METRICS = METRIC_NAMES  # the metric columns, in table order
 
 
 def point_key(codec: str, cbr: float, snr: float, channel: str, trial: int, image: str) -> tuple:
     """The identity of one row: (codec, CBR, SNR, channel, trial, image), numbers rounded for stable matching."""
     return (codec, round(float(cbr), 12), round(float(snr), 9), channel, int(trial), str(image))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of ``results.csv``: one image at one (codec, CBR, SNR, channel, trial) point. The fields, in this
+    order, are the table's columns (a metric not computed is NaN; ``info`` holds the codec's extra columns,
+    e.g. ``mcs``, written as JSON)."""
+
+    codec: str
+    cbr_target: float
+    cbr_payload: float
+    cbr_side: float
+    cbr_total: float
+    snr_db: float
+    channel: str
+    trial: int
+    image: str
+    psnr: float
+    ms_ssim: float
+    lpips: float
+    seconds: float
+    ok: bool
+    seed: int
+    side_charge: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return point_key(self.codec, self.cbr_target, self.snr_db, self.channel, self.trial, self.image)
+
+    def cells(self) -> list[str]:
+        """The CSV cells of the row, in column order."""
+        return [_fmt(v) for v in astuple(self)]
+
+
+COLUMNS = [f.name for f in fields(Row)]
+assert tuple(c for c in COLUMNS if c in METRIC_NAMES) == METRIC_NAMES, "Row must have one field per metric"
 
 
 HEADER = ",".join(COLUMNS)
@@ -74,20 +112,19 @@ class ResultsTable:
         raise ValueError(f"{self.path}: not a results table of this version (its first line is not the header "
                          f"{HEADER[:24]}...); use another --out folder")
 
-    def append(self, rows: Iterable[dict]) -> None:
+    def append(self, rows: Iterable[Row]) -> None:
         """Append rows not yet in the table (a point cut in half by a kill is completed, not duplicated)."""
-        rows = [r for r in rows if point_key(r["codec"], r["cbr_target"], r["snr_db"], r["channel"], r["trial"],
-                                             r["image"]) not in self.done]
+        rows = [r for r in rows if r.key not in self.done]
         if not rows:
             return
         with self.path.open("a", newline="") as f:
             w = csv.writer(f)
             for r in rows:
-                w.writerow([_fmt(r.get(c)) for c in COLUMNS])
+                w.writerow(r.cells())
             f.flush()
             os.fsync(f.fileno())
         for r in rows:
-            self.done.add(point_key(r["codec"], r["cbr_target"], r["snr_db"], r["channel"], r["trial"], r["image"]))
+            self.done.add(r.key)
 
 
     def drop(self, codecs: Iterable[str]) -> int:

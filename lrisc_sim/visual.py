@@ -26,7 +26,7 @@ def visual_grid(exp, dest: Path) -> Path:
     from lrisc_sim.engine import resolve_device
     from lrisc_sim.metrics import compute_metrics
     from lrisc_sim.registry import make_codec
-    from lrisc_sim.transmit import save_image, send_one
+    from lrisc_sim.transmission import save_image, send
 
     cfg = exp.sweep
     dev = resolve_device(cfg.device)
@@ -46,9 +46,10 @@ def visual_grid(exp, dest: Path) -> Path:
         notes.append(codec_note(spec, codec))
         label = exp.labels.get(spec, spec)
         for snr in cfg.snr_db:
-            y, maps, dec = send_one(codec, ch, x0, image_id, snr, cbr, cfg.seed, cfg.equalizer)
+            t = send(codec, x0, cbr, snr, ch, [image_id], cfg.seed, 0, cfg.equalizer, cfg.side_charge)
+            y, maps = t.output, t.maps
             m = compute_metrics(x0, y, cfg.metrics)
-            table.append({"codec": spec, "snr_db": snr, "ok": bool(dec.ok[0]),
+            table.append({"codec": spec, "snr_db": snr, "ok": bool(t.ok[0]),
                           **{k: float(v[0]) for k, v in m.items()}})
             rows["source"][snr] = x0[0]
             for k, v in maps.items():

@@ -14,7 +14,7 @@ from channels.awgn import AWGN
 from channels.base import ChannelOutput, equalize, snr_to_n0
 from channels.power import average_power
 from channels.realization import Realization
-from lrisc_sim.codec import SideInfoCharge, cbr_report
+from lrisc_sim.codec import Context, SideInfoCharge, cbr_report, encoder_needs_snr
 from lrisc_sim.registry import make_codec
 
 
@@ -31,8 +31,7 @@ def photos() -> torch.Tensor:
 
 def send(codec, x, cbr, snr, channel="awgn", eq="mmse", seed=0):
     """Encode, pass through the channel, equalise; returns (encoded, received)."""
-    codec.original_hw = tuple(x.shape[-2:])
-    enc = codec.encode(x, cbr)
+    enc = codec.encode(x, cbr, Context.of(x))
     b = x.shape[0]
     real = Realization(seed, [f"img{i}" for i in range(b)], 0)
     snr_t = torch.full((b,), float(snr))
@@ -90,10 +89,10 @@ def test_uncoded_approaches_lossless(photos):
 def test_cbr_budget_and_power(make, hw, cbr):
     x = torch.rand(2, 3, *hw) * 0.3 + torch.linspace(0, 0.6, hw[1])  # smooth-ish content
     codec = make(None)
-    codec.original_hw = hw
-    enc = codec.encode(x, cbr)
-    budget = codec.budget(x, cbr)
-    rep = cbr_report(enc, hw, codec.side_charge)
+    ctx = Context(hw)
+    enc = codec.encode(x, cbr, ctx)
+    budget = ctx.budget(cbr)
+    rep = cbr_report(enc, hw, ctx.side_charge)
     used = rep["cbr_total"] * 3 * hw[0] * hw[1]
     assert (used <= budget + 1e-6).all(), (used, budget)
     assert (used >= 0.9 * budget).all(), (used, budget)
@@ -105,12 +104,12 @@ def test_cbr_budget_and_power(make, hw, cbr):
 
 @pytest.mark.parametrize("make", [make_softcast, make_uncoded])
 def test_capacity_side_charge(make, photos):
-    codec = make(None, side_charge="capacity")
-    assert codec.snr_aware_encoder
-    codec.original_hw = (128, 128)
+    codec = make(None)
+    charge = SideInfoCharge("capacity")
+    assert encoder_needs_snr(codec, charge) and not encoder_needs_snr(codec, SideInfoCharge())
     snr = torch.tensor([0.0, 20.0])
-    enc = codec.encode(photos, 1 / 16, snr)
-    rep = cbr_report(enc, (128, 128), codec.side_charge, snr)
+    enc = codec.encode(photos, 1 / 16, Context((128, 128), charge, snr))
+    rep = cbr_report(enc, (128, 128), charge, snr)
     assert (rep["cbr_total"] <= 1 / 16 + 1e-12).all()
     assert enc.length[1] > enc.length[0]  # cheaper side information at 20 dB leaves more payload
 
@@ -150,7 +149,6 @@ def test_fading_per_symbol_gains(photos):
 @pytest.mark.parametrize("make", [make_softcast, make_uncoded])
 def test_encoding_independent_of_batch(make, photos):
     codec = make(None)
-    codec.original_hw = (128, 128)
     both = codec.encode(photos, 1 / 48)
     one = codec.encode(photos[1:], 1 / 48)
     k = int(one.length[0])
@@ -173,10 +171,10 @@ def test_factories_and_errors():
     with pytest.raises(ValueError, match="unknown option"):
         make_softcast("chunks=3")
     codec = make_uncoded(None)
-    codec.original_hw = (16, 16)
     with pytest.raises(ValueError, match="too few"):
         codec.encode(torch.rand(1, 3, 16, 16), 1 / 64)
-    sc = make_softcast(None, side_charge=SideInfoCharge("fixed", 2.0))
-    sc.original_hw = (16, 16)
+    sc = make_softcast(None)
     with pytest.raises(ValueError, match="too few"):
-        sc.encode(torch.rand(1, 3, 16, 16), 1 / 64)
+        sc.encode(torch.rand(1, 3, 16, 16), 1 / 64, Context((16, 16), SideInfoCharge("fixed", 2.0)))
+    with pytest.raises(ValueError, match="side_charge is a setting of the sweep"):
+        make_softcast(None, side_charge="capacity")

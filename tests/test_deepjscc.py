@@ -16,6 +16,7 @@ from channels.awgn import AWGN
 from channels.base import equalize
 from channels.power import average_power
 from channels.realization import Realization
+from lrisc_sim.codec import Context
 from lrisc_sim.data import pad_to_multiple
 
 SMALL = dict(first_width=8, width=8)
@@ -53,8 +54,7 @@ def test_channel_table():
 @pytest.mark.parametrize("cbr", ["1/48", "1/16"])
 def test_exact_cbr_and_unit_power(codec, hw, cbr):
     x = torch.rand(2, 3, *hw)
-    codec.original_hw = hw
-    enc = codec.encode(pad_to_multiple(x, codec.multiple), Fraction(cbr))
+    enc = codec.encode(pad_to_multiple(x, codec.multiple), Fraction(cbr), Context(hw))
     n = 3 * hw[0] * hw[1]
     k = math.floor(Fraction(cbr) * n)
     assert enc.symbols.dtype == torch.complex64 and enc.symbols.shape == (2, k)
@@ -69,7 +69,6 @@ def test_shapes_and_decode(codec):
     x = torch.rand(3, 3, 64, 96)
     assert model.encoder(x).shape == (3, 8, 8, 12)
     assert model(x, 10.0).shape == x.shape
-    codec.original_hw = (64, 96)
     enc = codec.encode(x, 1 / 48)
     assert enc.symbols.shape == (3, 8 * 12 * 8 // 2)  # (H/8)(W/8) c / 2
     rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a", "b", "c"], 0)))
@@ -93,9 +92,8 @@ def test_d4_model_shapes(codec):
 
 def test_padded_size_decodes(codec):
     x = torch.rand(1, 3, 50, 70)
-    codec.original_hw = (50, 70)
     xp = pad_to_multiple(x, codec.multiple)
-    enc = codec.encode(xp, 1 / 16)
+    enc = codec.encode(xp, 1 / 16, Context.of(x))
     rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a"], 0)))
     assert codec.decode(rx, enc).images.shape == xp.shape
 

@@ -24,8 +24,6 @@ from baselines.digital.codecs import (
     make_j2k_capacity,
     make_j2k_ldpc,
     psnr_uint8,
-    run_codec,
-    run_envelope,
 )
 from baselines.digital.link import CRC_BITS, LDPCLink, plan_blocks
 from baselines.digital.mcs import STANDARD_MCS, parse_mcs
@@ -44,9 +42,20 @@ from channels.awgn import AWGN
 from channels.base import ChannelOutput, equalize
 from channels.fading import RayleighFading
 from channels.realization import Realization
+from lrisc_sim.codec import Context
+from lrisc_sim.transmission import send
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run_codec(codec, x, cbr, snr_db, channel, real, eq="mmse"):
+    """One batch at one point through ``lrisc_sim.send`` on the realization ``real``: (Decoded, Encoded)."""
+    t = send(codec, x, cbr, snr_db, channel, real.image_ids, real.seed, real.trial, eq)
+    return t.decoded, t.encoded
+
+
+run_envelope = run_codec  # the envelope runs through the same contract
 
 
 @pytest.fixture(scope="module")
@@ -336,18 +345,16 @@ def test_factories_and_availability():
 def test_budget_never_exceeded(photo):
     x = as_batch(photo, photo[::-1].copy())
     for cbr in (1 / 48, 1 / 12, 1 / 3):
+        ctx = Context.of(x)
         for codec in (make_bpg_ldpc("qpsk-1/3"), make_bpg_ldpc("64qam-1/2")):
-            codec.original_hw = x.shape[-2:]
-            enc = codec.encode(x, cbr)
-            k = codec.budget(x, cbr)
+            enc = codec.encode(x, cbr, ctx)
+            k = ctx.budget(cbr)
             assert enc.symbols.shape[1] <= k and (enc.length <= k).all() and (enc.side_bits == 0).all()
             lay = enc.state.layout
             for n, p in zip(enc.info["source_bytes"], enc.state.payloads):
                 assert p is None or (len(p) == n <= lay.max_bytes)
         cap = make_bpg_capacity(None)
-        cap.original_hw = x.shape[-2:]
-        enc = cap.encode(x, cbr, torch.tensor([5.0, 5.0]))
-        k = cap.budget(x, cbr)
+        enc = cap.encode(x, cbr, Context.of(x, snr_db=torch.tensor([5.0, 5.0])))
         assert (enc.length == k).all()
         assert all(8 * n <= k * math.log2(1 + 10 ** 0.5) for n in enc.info["source_bytes"])
 
@@ -380,8 +387,7 @@ def test_lost_image_is_the_fallback_image(photo):
     assert not dec.ok.any() and enc.info["source_bytes"] == [0, 0]
     # the capacity bound in a deep fade (gains set by hand)
     cap = make_bpg_capacity(None)
-    cap.original_hw = x.shape[-2:]
-    enc = cap.encode(x, 1 / 8, torch.tensor([10.0, 10.0]))
+    enc = cap.encode(x, 1 / 8, Context.of(x, snr_db=torch.tensor([10.0, 10.0])))
     h = torch.ones_like(enc.symbols)
     h[0] *= 0.05
     n0 = torch.full((2,), 0.1)

@@ -16,7 +16,7 @@ from baselines.digital.link import CRC_BITS, LDPCLink, plan_blocks
 from baselines.digital.mcs import parse_mcs
 from channels.awgn import AWGN
 from channels.fading import RayleighFading
-from channels.realization import Realization
+from lrisc_sim.transmission import send
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,8 +147,8 @@ def test_envelope_rows_equal_sionna(monkeypatch):
         codec = digital_codecs.make_j2k_ldpc(mcs="qpsk-1/2,16qam-1/2")
         rows = []
         for channel, snr in ((AWGN(), 4.0), (AWGN(), 7.5), (RayleighFading(), 10.0)):
-            dec, enc = digital_codecs.run_envelope(codec, x, 1 / 4, snr, channel, Realization(0, ["a"], 0))
-            rows.append((dec.info, enc.info, dec.images))
+            t = send(codec, x, 1 / 4, snr, channel, ["a"], 0, 0)
+            rows.append((t.decoded.info, t.encoded.info, t.output))
         return rows
 
     try:

@@ -10,7 +10,7 @@ import torch
 from channels.awgn import AWGN
 from channels.base import Received
 from channels.power import normalize_power
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge, cbr_report
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, SideInfoCharge, cbr_report
 from lrisc_sim.data import Item
 from lrisc_sim.engine import Engine, SweepConfig
 from lrisc_sim.results import ResultsTable
@@ -22,20 +22,21 @@ class Probe(Codec):
     def __init__(self, name="probe", frac=1.0, side_bits=0):
         self.name, self.frac, self.side_bits, self.seen = name, frac, side_bits, {}
 
-    def encode(self, x, cbr, snr_db=None):
+    def encode(self, x, cbr, ctx=None):
+        ctx = ctx or Context.of(x)
         b = x.shape[0]
-        total = self.budget(x, cbr)
-        side = int(self.side_charge.uses(torch.tensor([float(self.side_bits)]))[0])
+        total = ctx.budget(cbr)
+        side = int(ctx.side_uses(torch.tensor([float(self.side_bits)]))[0])
         k = int((total - side) * self.frac)
         s = torch.exp(1j * torch.linspace(0, 3, k)).to(torch.complex64).expand(b, k).clone()
         return Encoded(normalize_power(s), torch.full((b,), k), torch.full((b,), float(self.side_bits)),
                        state=s.clone(), info={"tag": [self.name] * b})
 
-    def decode(self, rx: Received, enc):
+    def decode(self, rx: Received, enc, ctx):
         noise = rx.raw.y - rx.raw.h * enc.symbols
         for i, img in enumerate(self.ids):
             self.seen[(img, float(rx.snr_db[i]))] = noise[i].clone()
-        return Decoded(torch.full((noise.shape[0], 3) + self.original_hw, 0.5), torch.ones(noise.shape[0], dtype=bool))
+        return Decoded(torch.full((noise.shape[0], 3) + ctx.hw, 0.5), torch.ones(noise.shape[0], dtype=bool))
 
 
 def items(n=5, hw=(16, 24)):
@@ -91,10 +92,10 @@ def test_cbr_accounting_rows():
     rows = run(Probe("p", side_bits=40), its, batch_size=2, cbr=1 / 16)
     n = 3 * 32 * 32
     for r in rows:
-        assert r["cbr_side"] == pytest.approx(40 / n)
-        assert r["cbr_payload"] == pytest.approx((n // 16 - 40) / n)
-        assert r["cbr_total"] == pytest.approx(1 / 16)
-        assert r["cbr_total"] <= r["cbr_target"] + 1e-12
+        assert r.cbr_side == pytest.approx(40 / n)
+        assert r.cbr_payload == pytest.approx((n // 16 - 40) / n)
+        assert r.cbr_total == pytest.approx(1 / 16)
+        assert r.cbr_total <= r.cbr_target + 1e-12
 
 
 def test_side_charge_rules():

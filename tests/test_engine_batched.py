@@ -3,6 +3,8 @@ point, bit for bit, for the codecs with ``batched_decode`` (uncoded, softcast, d
 default and agrees to about 1e-5 when batched."""
 
 import pandas as pd
+from dataclasses import asdict
+
 import pytest
 import torch
 from PIL import Image
@@ -90,7 +92,7 @@ def test_lrisc_per_point_by_default_and_close_when_batched(lrisc):
     ref = engine_rows(lrisc, None, images)  # per point, whatever the bound
 
     def numbers(rows):
-        return [{k: "nan" if v != v else v for k, v in r.items() if k != "seconds"} for r in rows]
+        return [{k: "nan" if v != v else v for k, v in asdict(r).items() if k != "seconds"} for r in rows]
 
     assert numbers(engine_rows(lrisc, 1, images)) == numbers(ref)
     lrisc.batched_decode = True  # opt in: 4 points (SNRs and trials) of the same images in one U-Net batch
@@ -98,9 +100,9 @@ def test_lrisc_per_point_by_default_and_close_when_batched(lrisc):
         got = engine_rows(lrisc, None, images)
     finally:
         lrisc.batched_decode = False
-    assert [(r["snr_db"], r["trial"], r["image"]) for r in got] == [(r["snr_db"], r["trial"], r["image"]) for r in ref]
+    assert [(r.snr_db, r.trial, r.image) for r in got] == [(r.snr_db, r.trial, r.image) for r in ref]
     for r, g in zip(ref, got):
-        assert g["cbr_total"] == r["cbr_total"] and g["info"] == r["info"]
+        assert g.cbr_total == r.cbr_total and g.info == r.info
         # the per-image diffusion seeds follow the rows; only the batched convolutions round differently
-        assert abs(g["psnr"] - r["psnr"]) < 1e-4 and abs(g["lpips"] - r["lpips"]) < 1e-4
-    assert len({r["psnr"] for r in ref}) > 1
+        assert abs(g.psnr - r.psnr) < 1e-4 and abs(g.lpips - r.lpips) < 1e-4
+    assert len({r.psnr for r in ref}) > 1

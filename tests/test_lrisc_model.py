@@ -10,8 +10,9 @@ import torch
 from channels.awgn import AWGN
 from channels.base import equalize
 from channels.realization import Realization
-from lrisc_sim.codec import SideInfoCharge, cbr_report
-from lrisc_sim.lrisc.codec import LRISCCodec, LRISCError, make_lrisc, save_transmission, transmit
+from lrisc_sim.codec import Context, SideInfoCharge, cbr_report
+from lrisc_sim.lrisc.codec import LRISCCodec, LRISCError, make_lrisc
+from lrisc_sim.transmission import transmit
 from lrisc_sim.lrisc.config import DiffusionConfig, LRISCConfig, preset
 from lrisc_sim.lrisc.diffusion import ConditionalDiffusion
 from lrisc_sim.lrisc.model import LRISC
@@ -39,27 +40,27 @@ def test_shapes_through_the_chain(model, hw):
     assert lat.y_tilde.shape == (2, cfg.hyper.hyper_channels, math.ceil(h / 64), math.ceil(w / 64))
     assert lat.token_bits().shape == (2, (h // 16) * (w // 16)) and lat.rate_bits().shape == (2,)
     codec = LRISCCodec(model)
-    codec.original_hw = hw
     snr = torch.tensor([5.0, 5.0])
-    enc = codec.encode(x, 1 / 16, snr)
+    ctx = Context(hw, snr_db=snr)
+    enc = codec.encode(x, 1 / 16, ctx)
     assert enc.symbols.dtype == torch.complex64 and enc.symbols.shape[1] == int(enc.length.max())
     rx = equalize(AWGN()(enc.symbols, 5.0, Realization(0, ["a", "b"], 0)))
     z_hat = codec.latent_hat(rx, enc)
     assert z_hat.shape == lat.z.shape
-    dec = codec.decode(rx, enc)
+    dec = codec.decode(rx, enc, ctx)
     assert dec.images.shape == x.shape and bool(dec.ok.all())
     assert float(dec.images.min()) >= 0 and float(dec.images.max()) <= 1
-    rep = cbr_report(enc, hw, codec.side_charge, 5.0)
+    rep = cbr_report(enc, hw, ctx.side_charge, 5.0)
     assert bool((rep["cbr_total"] <= 1 / 16 + 1e-12).all()) and bool((rep["cbr_side"] > 0).all())
 
 
 def test_codec_total_cbr_with_capacity_charge(model):
-    codec = LRISCCodec(model, side_charge=SideInfoCharge("capacity"))
+    codec = LRISCCodec(model)
+    charge = SideInfoCharge("capacity")
     x = torch.rand(1, 3, 64, 64)
-    codec.original_hw = (60, 50)  # padded image: the budget is that of the original size
-    for snr in (0.0, 15.0):
-        enc = codec.encode(x, 1 / 24, torch.tensor([snr]))
-        rep = cbr_report(enc, (60, 50), codec.side_charge, snr)
+    for snr in (0.0, 15.0):  # padded image: the budget is that of the original size (60 x 50)
+        enc = codec.encode(x, 1 / 24, Context((60, 50), charge, torch.tensor([snr])))
+        rep = cbr_report(enc, (60, 50), charge, snr)
         assert float(rep["cbr_total"][0]) <= 1 / 24 + 1e-12
 
 
@@ -98,18 +99,18 @@ def test_eq7_loss_weights():
 def test_deterministic_decoding_with_fixed_seed(model):
     codec = LRISCCodec(model, steps=2, seed=3)
     x = torch.rand(2, 3, 32, 32)
-    codec.original_hw = (32, 32)
     snr = torch.tensor([10.0, 10.0])
+    ctx, ctx1 = Context.of(x, snr_db=snr), Context.of(x[1:], snr_db=snr[1:])
     outs = []
     for _ in range(2):
-        enc = codec.encode(x, 1 / 16, snr)
+        enc = codec.encode(x, 1 / 16, ctx)
         rx = equalize(AWGN()(enc.symbols, 10.0, Realization(0, ["a", "b"], 0)))
-        outs.append(codec.decode(rx, enc).images)
+        outs.append(codec.decode(rx, enc, ctx).images)
     assert torch.equal(outs[0], outs[1])
     # the sampler's x_N depends on the image (and seed), not on the batch
-    enc1 = codec.encode(x[1:], 1 / 16, snr[1:])
-    assert enc1.state["seeds"][0] == codec.encode(x, 1 / 16, snr).state["seeds"][1]
-    other = LRISCCodec(model, steps=2, seed=4).encode(x[1:], 1 / 16, snr[1:])
+    enc1 = codec.encode(x[1:], 1 / 16, ctx1)
+    assert enc1.state["seeds"][0] == codec.encode(x, 1 / 16, ctx).state["seeds"][1]
+    other = LRISCCodec(model, steps=2, seed=4).encode(x[1:], 1 / 16, ctx1)
     assert other.state["seeds"][0] != enc1.state["seeds"][0]
 
 
@@ -124,10 +125,9 @@ def test_checkpoint_round_trip(model, tmp_path):
     x = torch.rand(1, 3, 32, 32)
     c1 = make_lrisc(None, checkpoint=str(path), steps=2)
     c2 = LRISCCodec(model, steps=2)
-    for c in (c1, c2):
-        c.original_hw = (32, 32)
-    e1 = c1.encode(x, 1 / 16, torch.tensor([5.0]))
-    e2 = c2.encode(x, 1 / 16, torch.tensor([5.0]))
+    ctx = Context.of(x, snr_db=torch.tensor([5.0]))
+    e1 = c1.encode(x, 1 / 16, ctx)
+    e2 = c2.encode(x, 1 / 16, ctx)
     assert torch.equal(e1.symbols, e2.symbols)
     assert "tiny preset" in c1.describe()
     with pytest.raises(LRISCError):
@@ -137,20 +137,22 @@ def test_checkpoint_round_trip(model, tmp_path):
 
 def test_transmit_writes_fig6_maps(model, tmp_path):
     codec = LRISCCodec(model, steps=1)
-    t = transmit(codec, torch.rand(3, 40, 50), snr_db=5.0, cbr=1 / 16)
-    assert t.output.shape == (3, 40, 50) and t.z.shape == t.z_hat.shape
-    assert t.rate_levels.shape == t.z.shape[-2:] and t.cbr_payload + t.cbr_side <= 1 / 16 + 1e-12
-    paths = save_transmission(t, tmp_path, "img")
-    assert len(paths) == 6 and all(p.is_file() for p in paths)
+    t = transmit(torch.rand(3, 40, 50), codec, snr_db=5.0, cbr=1 / 16, out=tmp_path, device="cpu",
+                 metrics=("psnr",))
+    assert t.output.shape == (1, 3, 40, 50) and float(t.cbr["cbr_total"][0]) <= 1 / 16 + 1e-12
+    assert set(t.maps) == {"latent", "received_latent", "rate_map"} and "psnr" in t.metrics
+    names = sorted(p.name for p in t.paths)
+    assert names == ["latent.png", "metrics.txt", "output.png", "rate_map.png", "received_latent.png",
+                     "source.png"] and all(p.is_file() for p in t.paths)
 
 
 def test_visualize_maps_for_the_transmit_command(model):
     codec = LRISCCodec(model, steps=1)
     x = torch.rand(1, 3, 64, 64)
-    codec.original_hw = (60, 50)
-    enc = codec.encode(x, 1 / 16, torch.tensor([5.0]))
+    ctx = Context((60, 50), snr_db=torch.tensor([5.0]))
+    enc = codec.encode(x, 1 / 16, ctx)
     rx = equalize(AWGN()(enc.symbols, 5.0, Realization(0, ["a"], 0)))
-    maps = codec.visualize(x, enc, rx)
+    maps = codec.visualize(x, enc, rx, ctx)
     assert set(maps) == {"latent", "received_latent", "rate_map"}
     for v in maps.values():
         assert v.shape == (3, 60, 50) and float(v.min()) >= 0 and float(v.max()) <= 1
@@ -184,7 +186,6 @@ def test_shipped_checkpoint_is_the_default():
     codec = make_codec("lrisc", steps=1)
     assert codec.model.cfg.preset == "small"
     x = torch.rand(1, 3, 64, 64)
-    codec.original_hw = (64, 64)
-    enc = codec.encode(x, 1 / 48, torch.tensor([10.0]))
-    rep = cbr_report(enc, (64, 64), codec.side_charge, 10.0)
+    enc = codec.encode(x, 1 / 48, Context.of(x, snr_db=torch.tensor([10.0])))
+    rep = cbr_report(enc, (64, 64), SideInfoCharge(), 10.0)
     assert float(rep["cbr_total"][0]) <= 1 / 48 + 1e-12

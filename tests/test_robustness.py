@@ -153,9 +153,9 @@ def test_malicious_files_anywhere_the_program_reads_run_nothing(tmp_path, folder
 def test_checkpoint_for_a_codec_without_one_or_unknown_is_an_error(folder, tmp_path, capsys):
     ck = ROOT / "lrisc_sim" / "checkpoints" / "lrisc" / "lrisc_small.safetensors"
     one_line_error(capsys, main(sweep(folder, tmp_path / "a", "--checkpoint", f"softcast={ck}")),
-                   "--checkpoint softcast=", "takes no checkpoint")
+                   "--checkpoint", "codec softcast takes no checkpoint")
     one_line_error(capsys, main(sweep(folder, tmp_path / "b", "--checkpoint", f"nosuch={ck}")),
-                   "--checkpoint nosuch=", "unknown codec")
+                   "--checkpoint nosuch=", "not in --codec")
     one_line_error(capsys, main(sweep(folder, tmp_path / "c", "--checkpoint", f"lrisc={ck}")),
                    "--checkpoint lrisc=", "not in --codec")
     img = next(folder.iterdir())

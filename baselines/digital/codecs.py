@@ -32,22 +32,11 @@ checkpoints were trained on (the development training set, not shipped; mean ove
 in [0, 1]): :data:`FALLBACK_RGB`. It is hard-coded so that the product does not read the training data at run
 time.
 
-**The envelope protocol** (followed by ``lrisc_sim.engine``; :func:`run_envelope` does the same without it):
-
-1. ``subs = codec.variants()``: fixed-MCS codecs (not SNR-aware: encode once per batch and CBR; set
-   ``original_hw`` and ``side_charge`` on each as on any codec);
-2. ``encs = [s.encode(x, cbr, None) for s in subs]``;
-3. per (SNR, trial): either
-
-   * ``dec, enc_used = codec.decode_all(x, encs, transmit)`` with ``transmit(enc) -> Received`` sending
-     ``enc.symbols`` over the channel with the realization of the batch and equalising (preferred: it skips
-     the LDPC decoding of an MCS for images that an already decoded MCS delivered at a PSNR the skipped one
-     cannot beat, which leaves the envelope unchanged), or
-   * ``decs = [s.decode(transmit(e), e) for s, e in zip(subs, encs)]`` then
-     ``dec, enc_used = codec.combine(x, decs, encs)``;
-
-4. report the CBR with ``enc_used`` (the winning MCS's channel uses) and the columns of
-   ``{**enc_used.info, **dec.info}``.
+**The envelope** follows the codec contract (``lrisc_sim.codec``): ``encode`` encodes every fixed-MCS variant
+(once per batch and CBR: the variants are not SNR-aware) and ``run(enc, send, ctx)`` sends each over the *same*
+realization (``send``), decodes (skipping, with ``prune``, the LDPC decoding of an MCS for images that an already
+decoded MCS delivered at a PSNR the skipped one cannot beat, which leaves the envelope unchanged) and returns
+the winners with the ``Encoded`` of the winning MCS per image, whose channel uses are reported.
 
 Side information: none is sent outside the payload (the byte count travels in-band, protected by the code),
 so ``side_bits = 0`` and the payload CBR is the channel uses actually sent over :math:`3HW`
@@ -68,9 +57,9 @@ from baselines.digital import encode_cache
 from baselines.digital.link import BlockLayout, LDPCLink, plan_blocks, unbiased
 from baselines.digital.mcs import MCS, STANDARD_MCS, parse_mcs
 from baselines.digital.source import SourceCoder, make_source_coder, rate_match
-from channels.base import Channel, Received, equalize
-from channels.realization import Realization
-from lrisc_sim.codec import Codec, Decoded, Encoded
+from channels.base import Received, equalize  # noqa: F401 (equalize: used by the doctests)
+from channels.realization import Realization  # noqa: F401 (used by the doctests)
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded
 from lrisc_sim.metrics import psnr
 
 #: Per-channel (R, G, B) mean of the 40 training photos (wiki001-040.png of the development data), computed once
@@ -134,12 +123,12 @@ class SeparationCodec(Codec):
         self.device = torch.device(device)
         return self
 
-    def _source_encode(self, x: torch.Tensor, max_bytes: Sequence[int], also: Sequence[int] = ()
-                       ) -> tuple[SourceState, dict[str, list]]:
-        """Rate-match every image to its budget; the encodings (and those of the budgets ``also``, which other
-        codecs will ask for) are computed in parallel over the images (:func:`encode_cache.prefetch`)."""
+    def _source_encode(self, x: torch.Tensor, max_bytes: Sequence[int], hw: tuple[int, int],
+                       also: Sequence[int] = ()) -> tuple[SourceState, dict[str, list]]:
+        """Rate-match every image to its budget (``hw``: the original size, for the bpp column); the encodings (and
+        those of the budgets ``also``, which other codecs will ask for) are computed in parallel over the images
+        (:func:`encode_cache.prefetch`)."""
         b, _, h, w = x.shape
-        hw = self.original_hw or (h, w)
         images = to_uint8(x)
         encode_cache.prefetch(self.source, images, [[int(mb), *also] for mb in max_bytes])
         payloads: list[bytes | None] = []
@@ -251,13 +240,14 @@ class LDPCCodec(SeparationCodec):
             _LINKS.pop(next(iter(_LINKS)))
         return link
 
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         b = x.shape[0]
-        k = self.budget(x, cbr)
+        k = ctx.budget(cbr)
         layout = plan_blocks(self.mcs, k)
         max_bytes = layout.max_bytes if layout is not None else 0
         also = [lay.max_bytes for lay in (plan_blocks(m, k) for m in self.sibling_mcs) if lay is not None]
-        state, info = self._source_encode(x, [max_bytes] * b, also)
+        state, info = self._source_encode(x, [max_bytes] * b, ctx.hw, also)
         state.layout = layout
         info["mcs"] = [self.mcs.name] * b
         width = layout.uses if layout is not None else 0
@@ -271,7 +261,8 @@ class LDPCCodec(SeparationCodec):
         return Encoded(symbols=symbols, length=length, side_bits=torch.zeros(b, device=x.device), state=state,
                        info=info)
 
-    def decode(self, rx: Received, enc: Encoded, active: torch.Tensor | None = None) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None, active: torch.Tensor | None = None
+               ) -> Decoded:
         state: SourceState = enc.state
         b = enc.symbols.shape[0]
         hw = tuple(state.recon.shape[-2:])
@@ -293,8 +284,8 @@ class LDPCCodec(SeparationCodec):
 class EnvelopeCodec(Codec):
     """Best-MCS envelope over fixed-MCS :class:`LDPCCodec` variants (genie-aided MCS choice).
 
-    Not a codec on its own: the engine (or :func:`run_envelope`) transmits every variant over the same
-    realization and calls :meth:`decode_all` or :meth:`combine` (protocol in the module docstring).
+    ``encode`` encodes every variant; ``run`` sends each over the same realization and keeps, per image, the best
+    (:meth:`decode_all`, :meth:`combine`). It has no ``decode`` of its own: it is not one transmission.
 
     :param variants: the fixed-MCS codecs, most robust first (ties in PSNR go to the more robust MCS).
     :param prune: :meth:`decode_all` skips decoding an MCS for images already delivered at a PSNR that the
@@ -325,12 +316,19 @@ class EnvelopeCodec(Codec):
             v.to(device)
         return self
 
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
-        raise TypeError(f"'{self.name}' is a best-MCS envelope: encode each of variants(), send each over the "
-                        "same realization and call decode_all() or combine() (see run_envelope)")
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        """Every variant's encoding: ``state`` = {"x": the sources (for the PSNR choice), "variants": one
+        :class:`Encoded` per variant, order of :meth:`variants`}; no symbols of its own (``B x 0``)."""
+        ctx = ctx or Context.of(x)
+        b = x.shape[0]
+        encs = [v.encode(x, cbr, ctx) for v in self._variants]
+        return Encoded(symbols=torch.zeros(b, 0, dtype=torch.complex64, device=x.device),
+                       length=torch.zeros(b, dtype=torch.int64), side_bits=torch.zeros(b),
+                       state={"x": x, "variants": encs})
 
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
-        raise TypeError(f"'{self.name}' is a best-MCS envelope: use decode_all() or combine()")
+    def run(self, enc: Encoded, send: Callable[[Encoded], Received], ctx: Context) -> tuple[Decoded, Encoded]:
+        """Every variant over the same realization (``send``), the best per image: :meth:`decode_all`."""
+        return self.decode_all(enc.state["x"], enc.state["variants"], send)
 
     def combine(self, x: torch.Tensor, decs: Sequence[Decoded], encs: Sequence[Encoded]) -> tuple[Decoded, Encoded]:
         """Per image, the variant with the highest PSNR among those that delivered it (``ok``).
@@ -417,7 +415,7 @@ class CapacityCodec(SeparationCodec):
     :math:`\lfloor k \bar C \rfloor` bits, never in outage: an upper bound of the genie-aided best-MCS
     envelope on every channel (source coding then happens at decode time, per SNR and trial).
 
-    :input x, cbr, snr_db (encode): ``snr_db`` [B] is required (SNR-aware encoder).
+    :input x, cbr, ctx (encode): ``ctx.snr_db`` [B] is required (SNR-aware encoder).
     :output: ``info`` columns ``source_*``, ``capacity`` (:math:`\bar C` at decode), ``rate`` (bits per use).
     """
 
@@ -434,32 +432,33 @@ class CapacityCodec(SeparationCodec):
             return f"{self.name}: {self.source.describe()} at k x instantaneous capacity (transmitter knows h)"
         return f"{self.name}: {self.source.describe()} at k log2(1+SNR) bits, error-free unless in outage"
 
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         b = x.shape[0]
-        k = self.budget(x, cbr)
+        k = ctx.budget(cbr)
         symbols = torch.ones(b, k, dtype=torch.complex64, device=x.device)
         length = torch.full((b,), k, dtype=torch.int64, device=x.device)
         side = torch.zeros(b, device=x.device)
         if self.csit:
-            return Encoded(symbols=symbols, length=length, side_bits=side, state=x.detach().clone(),
+            return Encoded(symbols=symbols, length=length, side_bits=side, state=(x.detach().clone(), ctx.hw),
                            info={"mcs": ["capacity-csit"] * b})
-        if snr_db is None:
-            raise ValueError(f"{self.name} needs the SNR at encode time (snr_aware_encoder)")
-        snr = torch.as_tensor(snr_db, dtype=torch.float64).expand(b).cpu()
+        if ctx.snr_db is None:
+            raise ValueError(f"{self.name} needs the SNR at encode time: give Context(snr_db=...)")
+        snr = torch.as_tensor(ctx.snr_db, dtype=torch.float64).expand(b).cpu()
         bits = torch.floor(k * torch.log2(1 + torch.pow(10.0, snr / 10)))
-        state, info = self._source_encode(x, [int(v) // 8 for v in bits.tolist()])
+        state, info = self._source_encode(x, [int(v) // 8 for v in bits.tolist()], ctx.hw)
         info["mcs"] = ["capacity"] * b
         info["rate"] = [8.0 * n / k if k else 0.0 for n in info["source_bytes"]]
         return Encoded(symbols=symbols, length=length, side_bits=side, state=state, info=info)
 
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         k = int(enc.length.max()) if enc.length.numel() else 0
         h2 = (rx.raw.h[:, :k].abs() ** 2).double().cpu()
         n0 = rx.raw.n0.double().cpu()[:, None]
         cap = torch.log2(1 + h2 / n0).mean(1) if k else torch.zeros(h2.shape[0], dtype=torch.float64)
         if self.csit:
-            x = enc.state
-            state, info = self._source_encode(x, [int(math.floor(k * float(c) + 1e-9)) // 8 for c in cap])
+            x, hw = enc.state
+            state, info = self._source_encode(x, [int(math.floor(k * float(c) + 1e-9)) // 8 for c in cap], hw)
             info["rate"] = [8.0 * n / k if k else 0.0 for n in info["source_bytes"]]
             received = state.payloads
         else:
@@ -469,38 +468,6 @@ class CapacityCodec(SeparationCodec):
             received = [p if bool(deliver[i]) else None for i, p in enumerate(state.payloads)]
         images, ok = self._source_decode(state, received, tuple(state.recon.shape[-2:]))
         return Decoded(images=images, ok=ok.to(images.device), info={**info, "capacity": cap.tolist()})
-
-
-# ---------------------------------------------------------------------------------------------------- running
-def run_envelope(codec: EnvelopeCodec, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel,
-                 realization: Realization, eq: str = "mmse") -> tuple[Decoded, Encoded]:
-    """The whole envelope protocol for one batch at one SNR, without the engine.
-
-    :input codec: an :class:`EnvelopeCodec`; ``x`` [B, 3, H, W] in [0, 1]; ``cbr`` target CBR; ``snr_db``
-        SNR in dB; ``channel`` and ``realization`` (common random numbers of the B images); ``eq`` equaliser.
-    :output: (:class:`Decoded`, :class:`Encoded` of the winners), as the engine would record them.
-    """
-    hw = tuple(x.shape[-2:])
-    subs = codec.variants()
-    for s in subs:
-        s.original_hw = hw
-    encs = [s.encode(x, cbr, None) for s in subs]
-
-    def transmit(enc: Encoded) -> Received:
-        return equalize(channel(enc.symbols, snr_db, realization), eq)
-
-    return codec.decode_all(x, encs, transmit)
-
-
-def run_codec(codec: Codec, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel,
-              realization: Realization, eq: str = "mmse") -> tuple[Decoded, Encoded]:
-    """One batch at one SNR through a fixed-MCS or capacity codec (or an envelope), without the engine."""
-    if isinstance(codec, EnvelopeCodec):
-        return run_envelope(codec, x, cbr, snr_db, channel, realization, eq)
-    codec.original_hw = tuple(x.shape[-2:])
-    snr = torch.full((x.shape[0],), float(snr_db)) if codec.snr_aware_encoder else None
-    enc = codec.encode(x, cbr, snr)
-    return codec.decode(equalize(channel(enc.symbols, snr_db, realization), eq), enc), enc
 
 
 # ---------------------------------------------------------------------------------------------------- factories

@@ -1,4 +1,4 @@
-"""LRISC as an engine ``Codec``, the registry factory ``make_lrisc``, and ``transmit`` for Fig. 6.
+"""LRISC as an engine ``Codec``, the registry factory ``make_lrisc``, and its Fig. 6 maps (``visualize``).
 
 CBR accounting (ARCHITECTURE.md sections 3.4 and 4.2): for a target CBR the encoder picks beta per image by bisection
 (``jscc.rate_control``) so that
@@ -7,7 +7,7 @@ CBR accounting (ARCHITECTURE.md sections 3.4 and 4.2): for a target CBR the enco
 
 where the side uses are the rate indices q (the only side information: beta stays at the transmitter), coded
 by ``RateIndexCoding`` (default ``auto``: 1 flag bit + the cheaper of n bits per token and an enumerative code)
-and charged by the codec's ``side_charge`` (default 1 bit per complex channel use, error-free). Payload and
+and charged by the sweep's rule ``Context.side_charge`` (default 1 bit per complex channel use, error-free). Payload and
 side CBR are reported separately by the engine (``Encoded.length`` and ``Encoded.side_bits``).
 
 Tokens of the reflect-padded border (when H or W is not a multiple of ``multiple``) are coded like the others
@@ -20,14 +20,13 @@ image's 8-bit pixels and the codec's ``seed`` (kept in ``Encoded.state``), indep
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from channels.base import Received
-from lrisc_sim.codec import Codec, Decoded, Encoded, SideInfoCharge
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded
 from lrisc_sim.lrisc.jscc import RateIndexCoding, rate_control, token_snr
 from lrisc_sim.lrisc.model import LRISC
 
@@ -70,8 +69,7 @@ class LRISCCodec(Codec):
     snr_aware_encoder = True
 
     def __init__(self, model: LRISC, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-                 coding: str = "auto", checkpoint: str | Path | None = None,
-                 side_charge: SideInfoCharge | None = None):
+                 coding: str = "auto", checkpoint: str | Path | None = None):
         self.model = model.eval()
         self.steps = int(steps) if steps else model.cfg.diffusion.steps
         self.sampler = sampler or model.cfg.diffusion.sampler
@@ -79,7 +77,6 @@ class LRISCCodec(Codec):
         self.coding = RateIndexCoding(coding)
         self.checkpoint = checkpoint
         self.multiple = model.cfg.multiple
-        self.side_charge = side_charge or SideInfoCharge()
         self.device = next(model.parameters()).device
 
     def to(self, device: torch.device | str) -> LRISCCodec:
@@ -96,18 +93,20 @@ class LRISCCodec(Codec):
         if self.checkpoint and Path(self.checkpoint).resolve().is_relative_to(shipped):
             ck = f"shipped {Path(self.checkpoint).name}"
         return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps; rate indices "
-                f"{self.coding.mode}-coded; {self.side_charge.describe()})")
+                f"{self.coding.mode}-coded)")
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, cbr: float, snr_db: torch.Tensor | None = None) -> Encoded:
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
         m = self.model
         x = x.to(self.device)
         b = x.shape[0]
         lat = m.latent(x, "round")
-        budget = self.budget(x, cbr)
+        budget = ctx.budget(cbr)
+        snr_db = ctx.snr_db
         snr = (torch.full((b,), DEFAULT_ENCODER_SNR, device=self.device) if snr_db is None
                else torch.as_tensor(snr_db, dtype=torch.float32, device=self.device).expand(b))
-        rd = rate_control(lat.token_bits(), budget, m.f_e.quantizer, self.side_charge, self.coding,
+        rd = rate_control(lat.token_bits(), budget, m.f_e.quantizer, ctx.side_charge, self.coding,
                           snr if snr_db is not None else None)
         s, length = m.f_e(lat.z_tilde, rd.q, snr)
         seeds = [image_seed(x[i], self.seed) for i in range(b)]
@@ -144,12 +143,12 @@ class LRISCCodec(Codec):
         return m.f_d(s_hat, st["q"], st["grid"], snr_i)
 
     @torch.no_grad()
-    def visualize(self, x: torch.Tensor, enc: Encoded, rx: Received) -> dict[str, torch.Tensor]:
+    def visualize(self, x: torch.Tensor, enc: Encoded, rx: Received, ctx: Context) -> dict[str, torch.Tensor]:
         """Fig. 6 maps of the first image, each ``3 x H x W`` in [0, 1] at the original size: ``latent`` (z),
         ``received_latent`` (z_hat, drawn with z's projection and range) and ``rate_map`` (v_{q_i} / v_max)."""
         z_hat = self.latent_hat(rx, enc)
         hp, wp = x.shape[-2:]
-        h0, w0 = self.original_hw or (hp, wp)
+        h0, w0 = ctx.hw
         z = enc.state["z"][0]
         q = enc.state["q"][0]
         levels = self.model.f_e.quantizer.lengths(q).float().reshape(enc.state["grid"])
@@ -160,7 +159,7 @@ class LRISCCodec(Codec):
                 "rate_map": rate[:, :h0, :w0]}
 
     @torch.no_grad()
-    def decode(self, rx: Received, enc: Encoded) -> Decoded:
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         z_hat = self.latent_hat(rx, enc)
         images = self.model.reconstruct(z_hat, enc.state["seeds"], self.steps, self.sampler)
         b = images.shape[0]
@@ -194,61 +193,6 @@ def availability(name: str) -> str:
     return "no shipped checkpoint yet: `lrisc-sim train lrisc --stage 1|2|3`, or checkpoint=PATH"
 
 
-# ---------------------------------------------------------------------- Fig. 6 helper
-
-@dataclass
-class Transmission:
-    """One image through LRISC at one SNR, with the maps of Fig. 6.
-
-    image, output : ``3 x H x W`` in [0, 1] (source and reconstruction, original size).
-    z, z_hat : ``C x h x w`` latent feature and received latent feature (f_d output).
-    rate_levels : ``h x w`` channel uses v_{q_i} of each token; entropy_bits : ``h x w`` -log2 p(z_i|y).
-    cbr_payload, cbr_side, beta, snr_db : scalars.
-    """
-
-    image: torch.Tensor
-    output: torch.Tensor
-    z: torch.Tensor
-    z_hat: torch.Tensor
-    rate_levels: torch.Tensor
-    entropy_bits: torch.Tensor
-    cbr_payload: float
-    cbr_side: float
-    beta: float
-    snr_db: float
-
-
-@torch.no_grad()
-def transmit(codec: LRISCCodec, image: torch.Tensor, snr_db: float, cbr: float = 1 / 48, channel=None,
-             seed: int = 0, image_id: str = "image", equalizer: str = "mmse") -> Transmission:
-    """Send one image ``3 x H x W`` in [0, 1] through ``codec`` over ``channel`` (default AWGN) at ``snr_db``."""
-    from channels.awgn import AWGN
-    from channels.base import equalize
-    from channels.realization import Realization
-    from lrisc_sim.data import pad_to_multiple
-
-    channel = channel or AWGN()
-    h0, w0 = image.shape[-2:]
-    x = pad_to_multiple(image[None].to(codec.device), codec.multiple)
-    codec.original_hw = (h0, w0)
-    snr = torch.tensor([float(snr_db)], device=codec.device)
-    enc = codec.encode(x, cbr, snr)
-    out = channel(enc.symbols, float(snr_db), Realization(seed, [image_id], 0, codec.device))
-    rx = equalize(out, equalizer)
-    z_hat = codec.latent_hat(rx, enc)
-    y = codec.model.reconstruct(z_hat, enc.state["seeds"], codec.steps, codec.sampler)[0, :, :h0, :w0]
-    n = 3 * h0 * w0
-    side = float(codec.side_charge.uses(enc.side_bits, snr_db)[0]) / n
-    grid = enc.state["grid"]
-    q = enc.state["q"][0]
-    return Transmission(image=image.cpu(), output=y.clamp(0, 1).cpu(), z=enc.state["z"][0].cpu(),
-                        z_hat=z_hat[0].cpu(),
-                        rate_levels=codec.model.f_e.quantizer.lengths(q).reshape(grid).cpu(),
-                        entropy_bits=enc.state["entropy_bits"][0].reshape(grid).cpu(),
-                        cbr_payload=float(enc.length[0]) / n, cbr_side=side, beta=enc.info["beta"][0],
-                        snr_db=float(snr_db))
-
-
 def latent_rgb(z: torch.Tensor, reference: torch.Tensor | None = None, size: tuple[int, int] | None = None
                ) -> torch.Tensor:
     """Visualise a latent ``C x h x w`` as RGB ``3 x h x w`` (or ``size``) in [0, 1]: projection on the three
@@ -270,30 +214,3 @@ def latent_rgb(z: torch.Tensor, reference: torch.Tensor | None = None, size: tup
     if size is not None:
         img = torch.nn.functional.interpolate(img[None], size=size, mode="nearest")[0]
     return img
-
-
-def save_transmission(t: Transmission, out_dir: str | Path, stem: str = "image") -> list[Path]:
-    """Write ``STEM_snrS_{source,latent,received_latent,output,rate}.png`` and ``STEM_snrS_maps.npz``."""
-    from PIL import Image
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = f"{stem}_snr{t.snr_db:g}"
-    hw = tuple(t.image.shape[-2:])
-
-    def png(a: torch.Tensor, name: str) -> Path:
-        p = out / f"{tag}_{name}.png"
-        arr = (a.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(arr).save(p)
-        return p
-
-    levels = t.rate_levels.float()
-    rate = (levels / levels.max().clamp(min=1))[None].expand(3, -1, -1)
-    paths = [png(t.image, "source"), png(latent_rgb(t.z, t.z, hw), "latent"),
-             png(latent_rgb(t.z_hat, t.z, hw), "received_latent"), png(t.output, "output"),
-             png(torch.nn.functional.interpolate(rate[None], size=hw, mode="nearest")[0], "rate")]
-    npz = out / f"{tag}_maps.npz"
-    np.savez_compressed(npz, z=t.z.numpy(), z_hat=t.z_hat.numpy(), rate_levels=t.rate_levels.numpy(),
-                        entropy_bits=t.entropy_bits.numpy(), cbr_payload=t.cbr_payload, cbr_side=t.cbr_side,
-                        beta=t.beta, snr_db=t.snr_db)
-    return paths + [npz]

@@ -25,7 +25,7 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
     """Sweep LRISC (and ``compare`` codecs) on ``data``; return the ``kodak`` card section (and write it)."""
     from lrisc_sim.engine import SweepConfig
     from lrisc_sim.registry import make_codec
-    from lrisc_sim.sweep import run_sweep, set_threads
+    from lrisc_sim.sweep_run import run_sweep, set_threads
 
     set_threads(threads)
     snrs = snrs if snrs is not None else [0.0, 5.0, 10.0, 15.0]

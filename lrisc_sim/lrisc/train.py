@@ -259,9 +259,8 @@ def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptu
     stages 2-3 through the codec at ``snr_db`` AWGN and ``cbr``; ``std_ratio`` (output / source pixel std)
     flags the grey-image collapse when it falls towards 0."""
     from channels.awgn import AWGN
-    from channels.base import equalize
-    from channels.realization import Realization
     from lrisc_sim.lrisc.codec import LRISCCodec
+    from lrisc_sim.transmission import send
 
     if not val:
         return {}
@@ -276,11 +275,9 @@ def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptu
             y = model.reconstruct(lat.z_tilde, [0], steps)
         else:
             model.set_snr_modules(True)
-            codec.original_hw = tuple(x.shape[-2:])
-            enc = codec.encode(x, cbr, torch.tensor([snr_db], device=device))
-            rx = equalize(AWGN()(enc.symbols, snr_db, Realization(0, [vid], 0, device)))
-            y = codec.decode(rx, enc).images
-            cbrs.append(float(enc.length[0] + codec.side_charge.uses(enc.side_bits)[0]) / (3 * x.shape[-2] * x.shape[-1]))
+            t = send(codec, x, cbr, snr_db, AWGN(), [vid], seed=0, trial=0)
+            y = t.output
+            cbrs.append(float(t.cbr["cbr_total"][0]))
         y = quantize(y)  # uint8 levels, as the metrics see them
         psnrs.append(float(psnr(x, y)[0]))
         if perceptual is not None:

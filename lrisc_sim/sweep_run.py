@@ -58,7 +58,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
               labels: dict[str, str] | None = None, redo: Sequence[str] = ()):
     """Run (or resume) a sweep; returns the summary DataFrame. Finished points in ``out`` are not redone, except
     those of the codecs in ``redo``; rows made with other weights or options stop the resume with an error.
-    The folder's run lock (``safeio.folder_lock``) is held throughout: a second writer is refused."""
+    The folder's run lock (``safeio.folder_lock``) is held throughout: a second writer is refused. ``cfg`` is
+    validated first (``SweepConfig.validate``: a ``ConfigError`` names the bad field)."""
+    cfg.validate()
     if executor == "ray":
         from lrisc_sim.distributed import check_ray_address
 

@@ -1,0 +1,146 @@
+"""The sweep configuration and its validation, in one place for every front-end.
+
+``SweepConfig`` is what ``lrisc-sim sweep``, an experiment TOML file and ``lrisc_sim.sweep()`` fill in; each
+front-end parses its own syntax (flags, keys, Python values) and calls ``validate()``, which raises a
+``ConfigError`` naming the *field*. The front-end words it with its own name for the field (``FLAGS`` for the
+CLI, ``TOML_KEYS`` for experiment files), so the rules and the messages' substance are written once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from lrisc_sim.metrics import METRIC_NAMES
+
+EQUALIZERS = ("mmse", "zf")
+
+#: The CLI flag of each field (``lrisc-sim sweep``).
+FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--channel", "equalizer": "--equalizer",
+         "dataset": "--dataset", "limit": "--limit", "trials": "--trials", "seed": "--seed",
+         "batch_size": "--batch-size", "device": "--device", "metrics": "--metrics", "side_charge": "--side-charge",
+         "codec_options": "--checkpoint", "decode_batch": "--decode-batch"}
+#: The experiment-file key of each field (``experiments/*.toml``).
+TOML_KEYS = {"codecs": "codecs[{i}].spec", "snr_db": "grid.snr", "cbr": "grid.cbr", "channel": "channel.model",
+             "equalizer": "channel.equalizer", "dataset": "dataset", "limit": "limit", "trials": "trials",
+             "seed": "seed", "batch_size": "batch_size", "device": "device", "metrics": "metrics",
+             "side_charge": "side_charge", "codec_options": "codecs[{i}].checkpoint", "decode_batch": "decode_batch"}
+
+
+class ConfigError(ValueError):
+    """A bad value of one ``SweepConfig`` field: ``field``, the offending ``value`` and the ``problem`` (which says
+    what would do). ``str()`` is ``field: problem``; front-ends reword it with ``worded``."""
+
+    def __init__(self, field_name: str, value, problem: str, index: int | None = None):
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+        self.value = value
+        self.problem = problem
+        self.index = index  # position in a list field (e.g. which codec), when it matters
+
+    def name(self, names: dict[str, str]) -> str:
+        """The front-end's name of the field (``{i}`` in a name is the list index), e.g. ``--trials``."""
+        return names.get(self.field, self.field).format(i=self.index)
+
+    def worded(self, names: dict[str, str]) -> str:
+        """The message with the front-end's name of the field, e.g. ``--trials: must be a positive integer,
+        got 0``."""
+        return f"{self.name(names)}: {self.problem}"
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; filled by the CLI (``lrisc-sim sweep``), experiment TOML files and
+    ``lrisc_sim.sweep()``; checked by :meth:`validate`."""
+
+    codecs: list[str]
+    snr_db: list[float]
+    cbr: list[Fraction | float]
+    channel: str = "awgn"
+    equalizer: str = "mmse"
+    dataset: str = "builtin"
+    limit: int | None = None
+    trials: int = 1
+    seed: int = 0
+    batch_size: int = 4
+    device: str = "auto"
+    metrics: tuple[str, ...] = METRIC_NAMES
+    side_charge: str = "fixed"
+    codec_options: dict[str, dict] = field(default_factory=dict)
+    decode_batch: int | None = None  # rows (images x points) per decode call; None: DECODE_PIXELS of the device
+
+    def validate(self) -> SweepConfig:
+        """Check every field (types, ranges, names of codecs, channel and metrics, checkpoints); return self or
+        raise the ``ConfigError`` of the first bad field. Nothing is built or loaded (plugins are imported)."""
+        from lrisc_sim.codec import SideInfoCharge
+        from lrisc_sim.registry import PluginError, UnknownCodecError, check_spec, checkpoint_codecs, split_spec
+        from lrisc_sim.registry import takes_checkpoint
+
+        if not isinstance(self.codecs, (list, tuple)) or not self.codecs or not all(
+                isinstance(c, str) and c.strip() for c in self.codecs):
+            raise ConfigError("codecs", self.codecs, "give at least one codec spec ('lrisc-sim codecs' lists them)")
+        for i, c in enumerate(self.codecs):
+            try:
+                check_spec(c)
+            except (UnknownCodecError, PluginError) as e:
+                raise ConfigError("codecs", c, str(e), i) from None
+        _numbers("snr_db", self.snr_db, lambda v: abs(v) <= 100, "SNR values must be finite, within -100..100 dB")
+        _numbers("cbr", self.cbr, lambda v: 0 < v <= 1, "CBR values must lie in (0, 1], e.g. 1/48")
+        from channels.registry import parse_channel_spec
+
+        if not isinstance(self.channel, str):
+            raise ConfigError("channel", self.channel, "must be a channel spec string, e.g. awgn or rician:K=4")
+        try:
+            parse_channel_spec(self.channel)
+        except ValueError as e:
+            raise ConfigError("channel", self.channel, str(e)) from None
+        if self.equalizer not in EQUALIZERS:
+            raise ConfigError("equalizer", self.equalizer, f"unknown equaliser {self.equalizer!r}: use mmse or zf")
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ConfigError("dataset", self.dataset, "give builtin, kodak, a folder or an image file")
+        for name, optional in (("trials", False), ("batch_size", False), ("limit", True), ("decode_batch", True),
+                               ("seed", False)):
+            v = getattr(self, name)
+            if optional and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or (name != "seed" and v < 1):
+                raise ConfigError(name, v, f"must be {'an' if name == 'seed' else 'a positive'} integer, got {v!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device == "cuda"
+                                                    or (self.device.startswith("cuda:")
+                                                        and self.device[5:].isdigit())):
+            raise ConfigError("device", self.device, f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        mets = tuple(self.metrics) if isinstance(self.metrics, (list, tuple)) else ()
+        bad = [m for m in mets if m not in METRIC_NAMES]
+        if bad or not mets:
+            raise ConfigError("metrics", self.metrics, f"unknown metric(s) {', '.join(map(str, bad)) or '(none)'}: "
+                                                      f"choose from {', '.join(METRIC_NAMES)}")
+        try:
+            SideInfoCharge.parse(self.side_charge)
+        except (ValueError, AttributeError):
+            raise ConfigError("side_charge", self.side_charge, f"bad side-information charge {self.side_charge!r}: "
+                                                              "use fixed, fixed:BITS_PER_USE or capacity") from None
+        for spec, opts in self.codec_options.items():
+            if spec not in self.codecs:
+                raise ConfigError("codec_options", spec, f"options for {spec}, which is not a codec of this sweep "
+                                                         f"({', '.join(self.codecs)}); add it or drop the options")
+            ck = opts.get("checkpoint")
+            if ck is None:
+                continue
+            i, name = self.codecs.index(spec), split_spec(spec)[0]
+            if not takes_checkpoint(name):
+                raise ConfigError("codec_options", ck, f"codec {name} takes no checkpoint (only "
+                                                       f"{', '.join(checkpoint_codecs())} do); leave it out", i)
+            if not os.path.isfile(str(ck)):
+                raise ConfigError("codec_options", ck, f"checkpoint file {ck} of {spec} not found", i)
+        return self
+
+
+def _numbers(name: str, values, ok, rule: str) -> None:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ConfigError(name, values, f"give at least one value; {rule}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float, Fraction)) or not math.isfinite(float(v)) \
+                or not ok(v):
+            raise ConfigError(name, v, f"bad value {v!r}; {rule}")

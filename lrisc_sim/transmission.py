@@ -1,0 +1,162 @@
+"""Sending images through a codec at one (SNR, trial) point: the one path outside a sweep.
+
+``send`` takes tensors and returns everything the receiver and the codec show (``Transmission``); ``transmit``
+reads one image (a file or a tensor), adds the metrics and, with ``out``, writes the PNGs of ``lrisc-sim
+transmit`` and of the Fig. 6 grid. Both run the codec as the engine does (``encode`` then ``run``, on the
+realization of (seed, image id, trial)), so a row of a sweep and a ``send`` of the same image agree to the bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from channels.base import Channel, Received
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, SideInfoCharge, cbr_report, encoder_needs_snr
+
+
+@dataclass
+class Transmission:
+    """One batch through a codec at one point.
+
+    source, output : ``B x 3 x H x W`` in [0, 1] at the original size (output cropped and clamped).
+    ok : ``B`` bool (False: the image was lost and the codec's fallback is shown).
+    cbr : ``cbr_payload``, ``cbr_side``, ``cbr_total`` per image (``B`` float64), side information charged.
+    maps : the codec's internal maps of the first image (``visualize``, e.g. LRISC's ``latent``,
+        ``received_latent`` and ``rate_map``, each ``3 x H x W``); empty for codecs without them.
+    metrics : ``B`` per metric (``transmit`` fills them; ``send`` leaves them empty).
+    paths : the files ``transmit(..., out=...)`` wrote.
+    decoded, encoded, received, context : what the codec returned (``encoded``: the one reported, e.g. the
+        winning MCS of an envelope), the last ``Received`` it was given, and the call's ``Context``.
+    """
+
+    source: torch.Tensor
+    output: torch.Tensor
+    ok: torch.Tensor
+    cbr: dict[str, torch.Tensor]
+    decoded: Decoded
+    encoded: Encoded
+    received: Received | None
+    context: Context
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+
+
+def _codec(codec: Codec | str, device: torch.device, checkpoint: str | None = None) -> Codec:
+    if isinstance(codec, Codec):
+        if checkpoint:
+            raise ValueError("checkpoint is for a codec given by name; load the codec with it instead")
+        return codec.to(device)
+    from lrisc_sim.registry import make_codec
+
+    return make_codec(codec, device=str(device), **({"checkpoint": checkpoint} if checkpoint else {})).to(device)
+
+
+def _channel(channel: Channel | str) -> Channel:
+    if isinstance(channel, Channel):
+        return channel
+    from channels.registry import make_channel
+
+    return make_channel(channel)
+
+
+def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel | str = "awgn",
+         ids: list[str] | None = None, seed: int = 0, trial: int = 0, equalizer: str = "mmse",
+         side_charge: SideInfoCharge | str = "fixed") -> Transmission:
+    """Send a batch ``x`` (``B x 3 x H x W`` or ``3 x H x W`` in [0, 1], any size: padded to the codec's
+    ``multiple`` and cropped back) at ``snr_db`` over ``channel`` with the realization of (``seed``, ``ids``,
+    ``trial``) (``ids`` default ``image0``, ``image1``, ...: give the sweep's image ids to reproduce its rows).
+
+    >>> t = send("uncoded", torch.full((1, 3, 16, 16), 0.5), cbr=1 / 2, snr_db=20.0)
+    >>> tuple(t.output.shape), bool(t.ok[0])
+    ((1, 3, 16, 16), True)
+    """
+    from channels.base import equalize
+    from channels.realization import Realization
+    from lrisc_sim.data import pad_to_multiple
+    from lrisc_sim.engine import encode_batch
+
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must be B x 3 x H x W (or 3 x H x W) in [0, 1], got shape {tuple(x.shape)}")
+    ids = list(ids) if ids is not None else [f"image{i}" for i in range(x.shape[0])]
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"{len(ids)} image ids for a batch of {x.shape[0]} images; give one id per image")
+    c = _codec(codec, x.device)
+    ch = _channel(channel)
+    charge = side_charge if isinstance(side_charge, SideInfoCharge) else SideInfoCharge.parse(side_charge)
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    b = x.shape[0]
+    xp = pad_to_multiple(x, c.multiple)
+    snr = torch.full((b,), float(snr_db), device=x.device)
+    ctx = Context(hw, charge, snr if encoder_needs_snr(c, charge) else None)
+    real = Realization(seed, ids, trial, x.device)
+    last: list[Received] = []
+
+    def transmit(enc: Encoded) -> Received:
+        last[:] = [equalize(ch(enc.symbols, float(snr_db), real), equalizer)]
+        return last[0]
+
+    with torch.no_grad():
+        enc = encode_batch(c, xp, float(cbr), ctx, ids)
+        dec, used = c.run(enc, transmit, ctx)
+        vis = getattr(c, "visualize", None)
+        maps = vis(xp, used, last[0], ctx) if callable(vis) and last else {}
+    y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
+    return Transmission(source=x, output=y, ok=dec.ok, cbr=cbr_report(used, hw, charge, snr), decoded=dec,
+                        encoded=used, received=last[0] if last else None, context=ctx, maps=maps)
+
+
+def save_image(x: torch.Tensor, path: str | Path) -> Path:
+    """Save ``3 x H x W`` (or ``1 x H x W``) in [0, 1] as an 8-bit PNG."""
+    from PIL import Image
+
+    a = (x.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    Image.fromarray(a).save(path)
+    return Path(path)
+
+
+def transmit(image: str | Path | torch.Tensor, codec: Codec | str = "lrisc", snr_db: float = 10.0,
+             cbr: float = 1 / 48, channel: Channel | str = "awgn", equalizer: str = "mmse", seed: int = 0,
+             checkpoint: str | None = None, out: str | Path | None = None, device: str = "auto", trial: int = 0,
+             image_id: str | None = None, metrics: tuple[str, ...] = ("psnr", "ms_ssim", "lpips"),
+             side_charge: SideInfoCharge | str = "fixed") -> Transmission:
+    """Send one image (a file, or ``3 x H x W`` in [0, 1]) and measure it; the realization is that of the
+    image id (the file's stem, or ``image_id``) as in a sweep. With ``out``, write ``output.png``,
+    ``source.png``, the codec's maps (``latent.png``, ... for LRISC) and ``metrics.txt`` there (listed in
+    ``Transmission.paths``)."""
+    from lrisc_sim.codec import ImageTooSmall
+    from lrisc_sim.data import load_image
+    from lrisc_sim.engine import output_dir, resolve_device
+    from lrisc_sim.metrics import compute_metrics
+
+    dev = resolve_device(device)
+    if isinstance(image, torch.Tensor):
+        x0, name = image, image_id or "image0"
+    else:
+        x0, name = load_image(image), image_id or Path(image).stem
+    x0 = (x0 if x0.dim() == 4 else x0[None]).to(dev)
+    c = _codec(codec, dev, checkpoint)
+    ch = _channel(channel)
+    t = send(c, x0, cbr, snr_db, ch, [name], seed, trial, equalizer, side_charge)
+    try:
+        t.metrics = {k: v.detach().cpu() for k, v in compute_metrics(x0, t.output, metrics).items()}
+    except ImageTooSmall as e:
+        raise ImageTooSmall(f"{image if not isinstance(image, torch.Tensor) else name} "
+                            f"({x0.shape[-1]}x{x0.shape[-2]} px): {e}") from None
+    if out is not None:
+        d = output_dir(out)
+        paths = [save_image(t.output[0], d / "output.png"), save_image(x0[0], d / "source.png")]
+        paths += [save_image(v, d / f"{k}.png") for k, v in t.maps.items()]
+        lines = [f"codec {c.describe()}", f"channel {ch.describe()} at {snr_db:g} dB", f"cbr_target {cbr:.6g}",
+                 f"cbr_total {float(t.cbr['cbr_total'][0]):.6g}", f"ok {bool(t.ok[0])}"]
+        lines += [f"{k} {float(v[0]):.4f}" for k, v in t.metrics.items()]
+        (d / "metrics.txt").write_text("\n".join(lines) + "\n")
+        t.paths = paths + [d / "metrics.txt"]
+    return t
