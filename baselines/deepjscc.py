@@ -35,9 +35,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from channels.base import Received
+from channels.base import Received, snr_to_n0
 from channels.power import complex_to_real, normalize_power, real_to_complex
 from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, shared
+from lrisc_sim.grammar import cbr_fraction
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "lrisc_sim" / "checkpoints" / "deepjscc"
 SHIPPED_CBRS = ("1/64", "1/48", "1/32", "1/24", "1/16")
@@ -47,25 +48,13 @@ class DeepJSCCError(ValueError):
     """A DeepJSCC configuration or checkpoint problem, with a one-line message saying how to fix it."""
 
 
-def parse_cbr(cbr: str | float | Fraction) -> Fraction:
-    """``"1/48"``, ``0.0208333`` or a Fraction -> Fraction (decimals snapped to a denominator <= 10000)."""
-    try:
-        f = Fraction(cbr) if isinstance(cbr, str) and "/" in cbr else Fraction(float(cbr))
-    except (ValueError, ZeroDivisionError):
-        raise DeepJSCCError(f"bad CBR '{cbr}': use a fraction like 1/48 or a decimal like 0.0208") from None
-    f = f.limit_denominator(10000)
-    if not 0 < f <= 1:
-        raise DeepJSCCError(f"CBR {cbr} out of range: need 0 < CBR <= 1")
-    return f
-
-
 def cbr_str(cbr: Fraction) -> str:
     return f"{cbr.numerator}/{cbr.denominator}"
 
 
 def latent_channels(cbr: str | float | Fraction, levels: int) -> int:
     """Output channels c = 6 d^2 CBR (d = 2^levels); raise ``DeepJSCCError`` unless it is an even integer."""
-    f = parse_cbr(cbr)
+    f = cbr_fraction(cbr)
     c = 6 * 4**levels * f
     if c.denominator != 1 or c.numerator % 2:
         ok = [lv for lv in range(1, 6) if (6 * 4**lv * f).denominator == 1 and (6 * 4**lv * f).numerator % 2 == 0]
@@ -78,7 +67,7 @@ def latent_channels(cbr: str | float | Fraction, levels: int) -> int:
 def default_levels(cbr: str | float | Fraction) -> int:
     """Stride-2 layers for a CBR: 2 (d = 4, the original) if c = 96 CBR is an even integer >= 4, else the
     smallest depth >= 3 that gives an even integer c (``DeepJSCCError`` if none up to d = 32)."""
-    f = parse_cbr(cbr)
+    f = cbr_fraction(cbr)
     c = 96 * f
     if c.denominator == 1 and c.numerator % 2 == 0 and c >= 4:
         return 2
@@ -201,8 +190,7 @@ class DeepJSCC(nn.Module):
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """Training path: ``noise`` (``B x k`` complex, CN(0, 1); drawn here if None) scaled by sqrt(N0)."""
         s = self.encode(x)
-        n0 = torch.pow(10.0, -torch.as_tensor(snr_db, dtype=torch.float32, device=x.device) / 10)
-        n0 = n0.expand(x.shape[0])[:, None]
+        n0 = snr_to_n0(snr_db).to(x.device).expand(x.shape[0])[:, None]
         noise = torch.randn_like(s) if noise is None else noise.to(s.device)  # complex randn: CN(0, 1)
         d = self.cfg.factor
         return self.decode(s + noise * torch.sqrt(n0), (x.shape[-2] // d, x.shape[-1] // d))
@@ -225,7 +213,7 @@ def snr_tag(snr: str | float) -> str:
 
 
 def checkpoint_name(cbr: str | Fraction, snr: str | float) -> str:
-    f = parse_cbr(cbr)
+    f = cbr_fraction(cbr)
     return f"deepjscc_cbr{f.numerator}-{f.denominator}_{snr_tag(snr)}"
 
 
@@ -329,7 +317,7 @@ class DeepJSCCCodec(Codec):
         self.models: dict[Fraction, DeepJSCC] = {}
         if checkpoint is not None:
             model = load_model(checkpoint, self.device)
-            f = parse_cbr(model.cfg.cbr)
+            f = cbr_fraction(model.cfg.cbr)
             self.paths[f] = Path(checkpoint)
             self.models[f] = model
         self.multiple = max([read_config(p).factor for p in self.paths.values()] or [8])
@@ -343,7 +331,7 @@ class DeepJSCCCodec(Codec):
 
     def model_for(self, cbr: float | str | Fraction) -> DeepJSCC:
         """The model serving ``cbr`` (loaded on first use); ``DeepJSCCError`` if there is no checkpoint."""
-        return self._model(parse_cbr(cbr))
+        return self._model(cbr_fraction(cbr))
 
     def to(self, device: torch.device | str) -> DeepJSCCCodec:
         self.device = torch.device(device)
@@ -361,7 +349,7 @@ class DeepJSCCCodec(Codec):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
         ctx = ctx or Context.of(x)
-        f = parse_cbr(cbr)
+        f = cbr_fraction(cbr)
         model = self._model(f)
         d = model.cfg.factor
         b, _, hp, wp = x.shape
