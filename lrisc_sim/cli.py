@@ -203,8 +203,15 @@ def cmd_run(a) -> int:
     _out(a.out)
     _ray(a)
     set_threads(a.threads)
-    run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
-                   progress=not a.no_progress, device=a.device, redo=_redo(a.redo))
+    from lrisc_sim.sweep_config import FLAGS, TOML_KEYS, ConfigError
+
+    try:
+        run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
+                       progress=not a.no_progress, device=a.device, redo=_redo(a.redo))
+    except ConfigError as e:  # the file's keys, except what came from flags
+        if e.field in ("out", "executor", "ray_address", "redo", "device"):
+            raise CliError(e.worded(FLAGS)) from None
+        raise CliError(f"{a.experiment}: key '{e.name(TOML_KEYS)}': {e.problem}") from None
     return 0
 
 
@@ -320,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from lrisc_sim.sweep_config import FLAGS, ConfigError
+
+        if isinstance(e, ConfigError):  # a library error about a value: worded as the flag
+            msg = e.worded(FLAGS)
         worded = (CliError, ValueError, FileNotFoundError, LookupError, _missing_binary_error())
         kind = "" if isinstance(e, worded) else f"{type(e).__name__}: "
         print(f"lrisc-sim: error: {kind}{msg}", file=sys.stderr)

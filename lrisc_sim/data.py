@@ -244,11 +244,13 @@ def kodak_images(root: str | os.PathLike | None = None, limit: int | None = None
             tmp = f.with_suffix(".part")
             urllib.request.urlretrieve(KODAK_URL.format(i), tmp)  # noqa: S310 (fixed https URL)
         except OSError as e:
-            raise DataError(f"cannot download Kodak ({e}); pass a local copy with --dataset PATH/TO/kodak") from None
+            raise DataError(f"cannot download Kodak ({e}); give a local copy as the dataset (a folder path) or in "
+                            "$LRISC_SIM_KODAK") from None
         tmp.replace(f)
         if not _sha_ok(f):
             f.unlink()
-            raise DataError(f"Kodak file {f.name} failed its checksum; pass a local copy with --dataset PATH")
+            raise DataError(f"Kodak file {f.name} failed its checksum; give a local copy as the dataset (a folder "
+                            "path) or in $LRISC_SIM_KODAK")
     return folder_images(d, limit)
 
 

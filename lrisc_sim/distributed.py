@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 from lrisc_sim.engine import SweepConfig, Task
 from lrisc_sim.results import ResultsTable, Row
+from lrisc_sim.sweep_config import ConfigError
 
 _ENGINES: dict[str, object] = {}  # per worker process: engines (with loaded codecs) by config
 
@@ -34,21 +35,22 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
         return
     text = address.strip()
     if not text:
-        raise ValueError(f"--ray-address is empty: {RAY_ADDRESS_FORMS}")
+        raise ConfigError("ray_address", address, f"the Ray address is empty: {RAY_ADDRESS_FORMS}")
     try:
         u = urlsplit(text if "://" in text else f"gcs://{text}")
         host, port = u.hostname, u.port
     except ValueError:
         host = port = None
     if u.scheme not in ("gcs", "ray") or not host or port is None or (u.path not in ("", "/")):
-        raise ValueError(f"--ray-address {address!r} is not a Ray address: {RAY_ADDRESS_FORMS}")
+        raise ConfigError("ray_address", address, f"not a Ray address: {RAY_ADDRESS_FORMS}", show_value=True)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
         why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
-        raise ValueError(f"--ray-address {address}: no Ray cluster answers at {host}:{port} ({why}); start one "
-                         "there with 'ray start --head', or leave --ray-address out for a local instance") from None
+        raise ConfigError("ray_address", address, f"no Ray cluster answers at {host}:{port} ({why}); start one "
+                          "there with 'ray start --head', or leave the address out for a local instance",
+                          show_value=True) from None
 
 
 def _execute(cfg_dict: dict, task: Task, use_gpu: bool) -> list[Row]:
@@ -90,7 +92,8 @@ def run_tasks_ray(cfg: SweepConfig, tasks: list[Task], table: ResultsTable, addr
     try:
         import ray
     except ImportError:
-        raise ValueError("--executor ray needs Ray: pip install 'lrisc-sim[ray]' (or pip install ray)") from None
+        raise ConfigError("executor", "ray", "needs Ray: pip install 'lrisc-sim[ray]' (or pip install ray)",
+                          show_value=True) from None
 
     started = False
     if not ray.is_initialized():
@@ -100,8 +103,8 @@ def run_tasks_ray(cfg: SweepConfig, tasks: list[Task], table: ResultsTable, addr
                      configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:  # e.g. a port that answers but is no Ray
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--ray-address {address}: Ray could not connect ({first}); check the address "
-                             "('ray status' on the cluster), or leave --ray-address out") from None
+            raise ConfigError("ray_address", address, f"Ray could not connect ({first}); check the address ('ray "
+                              "status' on the cluster), or leave it out", show_value=True) from None
         started = True
     try:
         _run_on_ray(ray, cfg, tasks, table, progress)

@@ -24,7 +24,7 @@ from lrisc_sim.codec import (Codec, Context, Decoded, Encoded, ImageTooSmall, Si
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
 from lrisc_sim.metrics import METRIC_NAMES
 from lrisc_sim.results import Row, point_key
-from lrisc_sim.sweep_config import SweepConfig
+from lrisc_sim.sweep_config import ConfigError, SweepConfig
 
 STAGES = ("encode", "channel", "decode", "metrics")
 
@@ -41,9 +41,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
+        raise ConfigError("device", device, "no CUDA GPU is visible to torch here; use cpu or auto", show_value=True)
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+        raise ConfigError("device", device, f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(device)
 
 
@@ -275,21 +275,23 @@ def count_points(tasks: Sequence[Task]) -> int:
 
 
 def output_dir(out: str | Path) -> Path:
-    """The output folder ``out``, created if needed and checked to be writable (one-line ``ValueError``s)."""
+    """The output folder ``out``, created if needed and checked to be writable (one-line ``ConfigError``s about
+    the field ``out``)."""
     import tempfile
 
     if not str(out).strip():
-        raise ValueError("--out is empty: give an output folder, e.g. --out runs/sweep")
+        raise ConfigError("out", out, "the output folder is empty; give one, e.g. runs/sweep")
     p = Path(out)
     if p.exists() and not p.is_dir():
-        raise ValueError(f"--out {p}: exists and is not a folder; choose a folder path")
+        raise ConfigError("out", p, "exists and is not a folder; choose a folder path", show_value=True)
     try:
         p.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=p):  # can files be created there?
             pass
     except NotADirectoryError:
-        raise ValueError(f"--out {p}: a part of this path is a file, not a folder; choose a folder path") from None
+        raise ConfigError("out", p, "a part of this path is a file, not a folder; choose a folder path",
+                          show_value=True) from None
     except OSError as e:
-        raise ValueError(f"--out {p}: cannot write there ({e.strerror or type(e).__name__}); choose a writable "
-                         "folder") from None
+        raise ConfigError("out", p, f"cannot write there ({e.strerror or type(e).__name__}); choose a writable "
+                                    "folder", show_value=True) from None
     return p

@@ -21,24 +21,27 @@ EQUALIZERS = ("mmse", "zf")
 FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--channel", "equalizer": "--equalizer",
          "dataset": "--dataset", "limit": "--limit", "trials": "--trials", "seed": "--seed",
          "batch_size": "--batch-size", "device": "--device", "metrics": "--metrics", "side_charge": "--side-charge",
-         "codec_options": "--checkpoint", "decode_batch": "--decode-batch"}
+         "codec_options": "--checkpoint", "decode_batch": "--decode-batch", "out": "--out", "executor": "--executor",
+         "ray_address": "--ray-address", "redo": "--redo"}
 #: The experiment-file key of each field (``experiments/*.toml``).
 TOML_KEYS = {"codecs": "codecs[{i}].spec", "snr_db": "grid.snr", "cbr": "grid.cbr", "channel": "channel.model",
              "equalizer": "channel.equalizer", "dataset": "dataset", "limit": "limit", "trials": "trials",
              "seed": "seed", "batch_size": "batch_size", "device": "device", "metrics": "metrics",
-             "side_charge": "side_charge", "codec_options": "codecs[{i}].checkpoint", "decode_batch": "decode_batch"}
+             "side_charge": "side_charge", "codec_options": "codecs[{i}].checkpoint", "decode_batch": "decode_batch",
+             "out": "out"}
 
 
 class ConfigError(ValueError):
     """A bad value of one ``SweepConfig`` field: ``field``, the offending ``value`` and the ``problem`` (which says
     what would do). ``str()`` is ``field: problem``; front-ends reword it with ``worded``."""
 
-    def __init__(self, field_name: str, value, problem: str, index: int | None = None):
-        super().__init__(f"{field_name}: {problem}")
+    def __init__(self, field_name: str, value, problem: str, index: int | None = None, show_value: bool = False):
         self.field = field_name
         self.value = value
         self.problem = problem
         self.index = index  # position in a list field (e.g. which codec), when it matters
+        self.show_value = show_value  # name the value after the field (paths, addresses, lists of names)
+        super().__init__(self.worded({}))
 
     def name(self, names: dict[str, str]) -> str:
         """The front-end's name of the field (``{i}`` in a name is the list index), e.g. ``--trials``."""
@@ -46,8 +49,11 @@ class ConfigError(ValueError):
 
     def worded(self, names: dict[str, str]) -> str:
         """The message with the front-end's name of the field, e.g. ``--trials: must be a positive integer,
-        got 0``."""
-        return f"{self.name(names)}: {self.problem}"
+        got 0`` or ``--out runs/x: exists and is not a folder; ...``."""
+        v = self.value
+        shown = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        head = f"{self.name(names)} {shown}" if self.show_value and shown.strip() else self.name(names)
+        return f"{head}: {self.problem}"
 
 
 @dataclass

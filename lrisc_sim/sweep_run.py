@@ -15,6 +15,7 @@ from lrisc_sim.engine import Engine, SweepConfig, count_points, output_dir, reso
 from lrisc_sim.grammar import cbr_label
 from lrisc_sim.results import ResultsTable, format_summary, load, summarize
 from lrisc_sim.safeio import atomic_write_text, folder_lock
+from lrisc_sim.sweep_config import ConfigError
 
 
 def _config_record(cfg: SweepConfig, channel_desc: str) -> dict:
@@ -49,8 +50,8 @@ def _check_stale(out: Path, old: dict, new: dict[str, dict], done: set[tuple]) -
         if spec in with_rows and before is not None and before != fp:
             changed = sorted(set(before.get("weights", {}).items()) ^ set(fp.get("weights", {}).items()))
             what = (f"weights {', '.join(sorted({n for n, _ in changed}))} changed" if changed else "options changed")
-            raise ValueError(f"{out}: the {spec} rows were made with other {spec} settings ({what}); rerun with "
-                             f"--redo {spec} to recompute them, or choose another --out folder")
+            raise ConfigError("redo", spec, f"{out}: the {spec} rows were made with other {spec} settings ({what}); "
+                                            f"redo {spec} to recompute them, or choose another output folder")
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_address: str | None = None,
@@ -66,7 +67,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
 
         check_ray_address(ray_address)
     elif executor != "local":
-        raise ValueError(f"unknown executor '{executor}': use local or ray")
+        raise ConfigError("executor", executor, f"unknown executor {executor!r}: use local or ray")
     out = output_dir(out)
     with folder_lock(out):
         return _run_sweep(cfg, out, executor, ray_address, progress, quiet, title, labels, redo)
@@ -99,18 +100,19 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
     old = read_config(cfg_path)
     if old:
         if old.get("seed") != cfg.seed:
-            raise ValueError(f"{out} holds a sweep with seed {old.get('seed')}; resume with --seed {old.get('seed')} "
-                             "or choose another --out folder")
+            raise ConfigError("seed", cfg.seed, f"{out} holds a sweep with seed {old.get('seed')}; resume with seed "
+                                                f"{old.get('seed')} or choose another output folder")
     items = load_dataset(cfg.dataset, cfg.limit)
     table = ResultsTable(out / "results.csv")
     other = sorted(table.seeds - {cfg.seed})
     if other:  # config.json was deleted: the rows themselves say which seed made them
-        raise ValueError(f"{out / 'results.csv'} holds rows of seed {other[0]}; resume with --seed {other[0]} "
-                         "or choose another --out folder")
+        raise ConfigError("seed", cfg.seed, f"{out / 'results.csv'} holds rows of seed {other[0]}; resume with seed "
+                                            f"{other[0]} or choose another output folder")
     engine = Engine(cfg, channel, device)
     unknown = sorted(set(redo) - set(cfg.codecs))
     if unknown:
-        raise ValueError(f"--redo {', '.join(unknown)}: not a codec of this sweep (codecs: {', '.join(cfg.codecs)})")
+        raise ConfigError("redo", unknown, f"not a codec of this sweep (codecs: {', '.join(cfg.codecs)})",
+                          show_value=True)
     if redo:
         n = table.drop(redo)
         if not quiet:

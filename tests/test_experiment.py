@@ -166,9 +166,9 @@ def test_changed_weights_stop_the_resume_until_redo(tiny, tmp_path):
     w[name] = w[name] * 1.5  # "retrained"
     save_file(w, str(ck), metadata=meta)
     with pytest.raises(ValueError, match=r"deepjscc rows were made with other deepjscc settings \(weights "
-                                         r"mine.safetensors changed\); rerun with --redo deepjscc"):
+                                         r"mine.safetensors changed\); redo deepjscc to recompute them"):
         run_experiment(f, out=out, progress=False, device="cpu", quiet=True)
-    with pytest.raises(ValueError, match="--redo nope: not a codec of this sweep"):
+    with pytest.raises(ValueError, match="redo nope: not a codec of this sweep"):
         run_experiment(f, out=out, progress=False, device="cpu", quiet=True, redo=["nope"])
 
     run_experiment(f, out=out, progress=False, device="cpu", quiet=True, redo=["deepjscc"])

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lris
 
 from lrisc_sim.cli import main  # noqa: E402
 from lrisc_sim.distributed import wants_gpus  # noqa: E402
-from lrisc_sim.results import KEY  # noqa: E402
+KEY = ("codec", "cbr_target", "snr_db", "channel", "trial", "image")  # the identity of a row (results.point_key)
 
 NUMBERS = ["psnr", "cbr_payload", "cbr_side", "cbr_total", "ok"]
 

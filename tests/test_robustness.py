@@ -239,7 +239,7 @@ def test_torn_config_json_says_how_to_resume(folder, tmp_path, capsys):
     cfg.write_text(cfg.read_text()[:40])  # as an older version could leave it
     one_line_error(capsys, main(sweep(folder, out, "--seed", "3")), str(cfg), "delete it to resume")
     cfg.unlink()
-    one_line_error(capsys, main(sweep(folder, out)), "rows of seed 3", "--seed 3")  # the rows know their seed
+    one_line_error(capsys, main(sweep(folder, out)), "--seed: ", "rows of seed 3", "resume with seed 3")  # the rows know
     assert main(sweep(folder, out, "--seed", "3")) == 0
     assert json.loads(cfg.read_text())["seed"] == 3
 
@@ -373,7 +373,7 @@ def test_ray_address_unreachable_or_malformed_fails_fast(folder, tmp_path, capsy
     assert time.time() - t0 < 10
     for bad in ("nohost", "127.0.0.1:notaport", "http://127.0.0.1:6379", "127.0.0.1:99999"):
         rc = main(sweep(folder, tmp_path / "r", "--executor", "ray", "--ray-address", bad))
-        one_line_error(capsys, rc, "is not a Ray address", "HOST:PORT")
+        one_line_error(capsys, rc, "--ray-address ", "not a Ray address", "HOST:PORT")
     one_line_error(capsys, main(sweep(folder, tmp_path / "r", "--ray-address", "127.0.0.1:6379")),
                    "needs --executor ray")
 
