@@ -261,21 +261,12 @@ def make_channel(spec: str) -> Channel:
 def available_channels() -> list[tuple[str, str, str, str]]:
     """``[(name, origin, status, summary)]`` for every registered channel (built-in, then installed plugins);
     status is 'ok' or why it cannot run here."""
-    from lrisc_sim.plugins import CHANNEL_GROUP, PluginError, entry_points, load_object
+    from lrisc_sim.plugins import CHANNEL_GROUP, plugin_rows
 
     rows = []
     for info in _ENTRIES:
         missing = [m for m in info.needs if importlib.util.find_spec(m) is None]
         status = "ok" if not missing else (info.hint or f"needs {', '.join(missing)}")
         rows.append((info.name, "built-in", status, info.summary))
-    for name, p in entry_points(CHANNEL_GROUP).items():
-        if name in CHANNEL_INFO:
-            rows.append((name, p.origin, f"ignored: the name of a built-in channel ({p.target})", ""))
-            continue
-        try:
-            obj = load_object(p.target, "channel")
-            status, summary = "ok", (obj.__doc__ or p.target).strip().splitlines()[0]
-        except PluginError as e:
-            status, summary = str(e), p.target
-        rows.append((name, p.origin, status, summary))
+    rows += plugin_rows(CHANNEL_GROUP, CHANNEL_INFO, "channel")
     return rows

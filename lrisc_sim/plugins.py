@@ -92,3 +92,21 @@ def load_object(target: str, what: str):
     if not callable(obj):
         raise PluginError(f"{what} '{target}' is not callable: name a factory function or a class")
     return obj
+
+
+def plugin_rows(group: str, builtin: Iterable[str], what: str) -> list[tuple[str, str, str, str]]:
+    """``(name, origin, status, summary)`` of every installed plugin of ``group`` for the listings: 'ok' and the
+    object's first docstring line, the reason it cannot be loaded, or 'ignored' for a built-in ``what`` name."""
+    builtin = set(builtin)
+    rows = []
+    for name, p in entry_points(group).items():
+        if name in builtin:
+            rows.append((name, p.origin, f"ignored: the name of a built-in {what} ({p.target})", ""))
+            continue
+        try:
+            obj = load_object(p.target, what)
+            status, summary = "ok", (obj.__doc__ or p.target).strip().splitlines()[0]
+        except PluginError as e:
+            status, summary = str(e), p.target
+        rows.append((name, p.origin, status, summary))
+    return rows

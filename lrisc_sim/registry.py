@@ -13,7 +13,8 @@ import importlib
 from dataclasses import dataclass
 
 from lrisc_sim.codec import Codec
-from lrisc_sim.plugins import CODEC_GROUP, PluginError, entry_points, is_object_spec, load_object, split_object_spec
+from lrisc_sim.plugins import (CODEC_GROUP, PluginError, entry_points, is_object_spec, load_object, plugin_rows,
+                               split_object_spec)
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,5 @@ def available() -> list[tuple[str, str, str, str]]:
         except ImportError as ex:
             status = f"not available: {ex}"
         rows.append((e.name, e.origin, status, e.summary))
-    for name, p in entry_points(CODEC_GROUP).items():
-        if name in CODECS:
-            rows.append((name, p.origin, f"ignored: the name of a built-in codec ({p.target})", ""))
-            continue
-        try:
-            obj = load_object(p.target, "codec")
-            status, summary = "ok", (obj.__doc__ or p.target).strip().splitlines()[0]
-        except PluginError as ex:
-            status, summary = str(ex), p.target
-        rows.append((name, p.origin, status, summary))
+    rows += plugin_rows(CODEC_GROUP, CODECS, "codec")
     return rows
