@@ -73,7 +73,7 @@ def test_rate_index_coding():
     fixed = RateIndexCoding("fixed").bits(q_rand, 8)
     assert float(fixed) == 3000
     assert float(c.bits(q_const, 8)) < 100  # constant indices cost only the header
-    assert float(c.bits(q_rand, 8)) <= 3001
+    assert float(c.bits(q_rand, 8)) <= 3002  # 2 flag bits + at most n bits per token
     # enumerative code length within the header of L * H(empirical)
     counts = torch.bincount(q_rand[0], minlength=8).double()
     p = counts / counts.sum()

@@ -7,7 +7,9 @@ One module per concept (paper symbols in their docstrings):
 * ``entropy``     factorized prior p(y), Gaussian conditional p(z|y) convolved with U(-1/2, 1/2) (eq. 2)
 * ``hyperprior``  h_e, h_d
 * ``snr_adapt``   SNR adaptation module (Fig. 3)
-* ``jscc``        f_e, f_d, rate quantiser Q (eq. 3-4), rate-index coding and rate control
+* ``jscc``        f_e, f_d, rate quantiser Q (eq. 3-4) and rate control
+* ``rate_index``  how the rate indices (side information) are coded: fixed, enumerative, spatial-context
+                  arithmetic code, and the coarser rate grid's accounting
 * ``unet``        conditional U-Net X_theta of g_d (context maps from z_hat)
 * ``diffusion``   eq. (7) loss and DDIM / DPM-Solver sampling (eq. 8) through diffusers' schedulers
 * ``model``       the assembled model, checkpoints (safetensors + JSON card)

@@ -6,7 +6,8 @@ CBR accounting (ARCHITECTURE.md sections 3.4 and 4.2): for a target CBR the enco
     payload uses sum_i v_{q_i}  +  side uses  <=  floor(CBR * 3 H W)     (H x W: the original, unpadded size)
 
 where the side uses are the rate indices q (the only side information: beta stays at the transmitter), coded
-by ``RateIndexCoding`` (default ``auto``: 1 flag bit + the cheaper of n bits per token and an enumerative code)
+by ``RateIndexCoding`` (default ``auto``: flag bits + the cheapest of the model's codes among n bits per token, an
+enumerative code and a spatial-context arithmetic code, see ``rate_index``; optionally one index per 2 x 2 tokens)
 and charged by the sweep's rule ``Context.side_charge`` (default 1 bit per complex channel use, error-free). Payload and
 side CBR are reported separately by the engine (``Encoded.length`` and ``Encoded.side_bits``).
 
@@ -55,7 +56,10 @@ class LRISCCodec(Codec):
     steps : denoising steps of g_d (default: the model's ``diffusion.steps``).
     sampler : ``ddim`` (eq. 8) or ``dpm`` (DPM-Solver++ 2M).
     seed : global seed mixed into the per-image sampler seeds.
-    coding : rate-index coding (``auto``, ``fixed``, ``enumerative``).
+    coding : rate-index coding (``auto``, ``fixed``, ``enumerative``, ``context``; default ``auto`` over the
+        model's ``jscc.side_codes``).
+    rate_block : one rate index per ``rate_block x rate_block`` tokens (default: the model's ``jscc.rate_block``;
+        1 is one per token, eq. 3 as written).
     checkpoint : path shown by ``describe``.
 
     encode: ``B x 3 x H x W`` (H, W multiples of ``multiple``), target CBR, SNR (B, dB) -> ``Encoded`` with
@@ -69,12 +73,18 @@ class LRISCCodec(Codec):
     snr_aware_encoder = True
 
     def __init__(self, model: LRISC, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-                 coding: str = "auto", checkpoint: str | Path | None = None):
+                 coding: str | None = None, checkpoint: str | Path | None = None, rate_block: int | None = None):
         self.model = model.eval()
         self.steps = int(steps) if steps else model.cfg.diffusion.steps
         self.sampler = sampler or model.cfg.diffusion.sampler
         self.seed = int(seed)
-        self.coding = RateIndexCoding(coding)
+        jc = model.cfg.jscc
+        self.coding = RateIndexCoding(coding or "auto", tuple(jc.side_codes))
+        rb = rate_block if rate_block is not None else jc.rate_block
+        if isinstance(rb, bool) or not isinstance(rb, int) or rb < 1:
+            raise LRISCError(f"rate_block must be a positive integer (tokens per rate index along each side), got "
+                             f"{rb!r}")
+        self.rate_block = rb
         self.checkpoint = checkpoint
         self.multiple = model.cfg.multiple
         self.device = next(model.parameters()).device
@@ -92,8 +102,9 @@ class LRISCCodec(Codec):
         shipped = Path(__file__).resolve().parents[1] / "checkpoints"
         if self.checkpoint and Path(self.checkpoint).resolve().is_relative_to(shipped):
             ck = f"shipped {Path(self.checkpoint).name}"
+        blk = f", one per {self.rate_block}x{self.rate_block} tokens" if self.rate_block > 1 else ""
         return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps; rate indices "
-                f"{self.coding.mode}-coded)")
+                f"{self.coding.mode}-coded{blk})")
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
@@ -106,13 +117,14 @@ class LRISCCodec(Codec):
         snr_db = ctx.snr_db
         snr = (torch.full((b,), DEFAULT_ENCODER_SNR, device=self.device) if snr_db is None
                else torch.as_tensor(snr_db, dtype=torch.float32, device=self.device).expand(b))
+        grid = tuple(lat.z.shape[-2:])
         rd = rate_control(lat.token_bits(), budget, m.f_e.quantizer, ctx.side_charge, self.coding,
-                          snr if snr_db is not None else None)
+                          snr if snr_db is not None else None, grid=grid, block=self.rate_block)
         s, length = m.f_e(lat.z_tilde, rd.q, snr)
         seeds = [image_seed(x[i], self.seed) for i in range(b)]
-        state = {"q": rd.q, "grid": tuple(lat.z.shape[-2:]), "seeds": seeds, "z": lat.z, "z_tilde": lat.z_tilde,
+        state = {"q": rd.q, "grid": grid, "seeds": seeds, "z": lat.z, "z_tilde": lat.z_tilde,
                  "entropy_bits": lat.token_bits()}
-        info = {"beta": [float(v) for v in rd.beta], "side_coding": [self.coding.mode] * b,
+        info = {"beta": [float(v) for v in rd.beta], "side_coding": self.coding.chosen(rd.coded, len(m.f_e.quantizer.levels), rd.coded_grid),
                 "mean_level": [float(v) for v in m.f_e.quantizer.lengths(rd.q).float().mean(1)]}
         return Encoded(symbols=s, length=length.cpu(), side_bits=rd.side_bits.float().cpu(), state=state,
                        info=info)
@@ -170,7 +182,7 @@ def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
     """Registry factory. ``arg``: a checkpoint path (``lrisc:PATH``) or None (the shipped small model).
 
     Options: ``device``, ``checkpoint`` (path), ``steps`` (denoising steps), ``sampler`` (``ddim``/``dpm``),
-    ``seed``, ``coding`` (rate-index coding).
+    ``seed``, ``coding`` (rate-index coding), ``rate_block`` (tokens per rate index along each side).
     """
     path = Path(arg or options.get("checkpoint") or DEFAULT_CHECKPOINT)
     if not path.is_file():
@@ -183,7 +195,8 @@ def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = LRISC.load(path, device)
     return LRISCCodec(model, steps=options.get("steps"), sampler=options.get("sampler"),
-                      seed=int(options.get("seed", 0)), coding=options.get("coding", "auto"), checkpoint=path)
+                      seed=int(options.get("seed", 0)), coding=options.get("coding"), checkpoint=path,
+                      rate_block=options.get("rate_block"))
 
 
 def availability(name: str) -> str:

@@ -22,7 +22,6 @@ error is raised if even that does not fit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +31,7 @@ from torch import nn
 from channels.power import normalize_power
 from lrisc_sim.codec import ImageTooSmall, SideInfoCharge
 from lrisc_sim.lrisc.config import JSCCConfig, SNRAdaptConfig
+from lrisc_sim.lrisc.rate_index import RateIndexCoding
 from lrisc_sim.lrisc.snr_adapt import SNRAdapter
 
 
@@ -63,61 +63,50 @@ class RateQuantizer:
         return self.table(q.device)[q]
 
 
-@dataclass(frozen=True)
-class RateIndexCoding:
-    """How the rate indices q (``B x L``, 2^n levels) are sent as side bits (error-free).
-
-    ``fixed``: n bits per token. ``enumerative``: the level counts (2^n - 1 of them, ceil(log2(L + 1)) bits
-    each) and then the index of this arrangement among all with those counts, ceil(log2(L! / prod_j c_j!))
-    bits (an ideal enumerative code, never more than L H(empirical) + header). ``auto`` (default): one flag
-    bit plus the cheaper of the two.
-    """
-
-    mode: str = "auto"
-
-    def bits(self, q: torch.Tensor, n_levels: int) -> torch.Tensor:
-        """B side bits (float64) for rate indices ``q`` ``B x L``."""
-        b, L = q.shape
-        n = max(int(math.ceil(math.log2(n_levels))), 0) if n_levels > 1 else 0
-        fixed = torch.full((b,), float(L * n), dtype=torch.float64, device=q.device)
-        if self.mode == "fixed":
-            return fixed
-        counts = F.one_hot(q, n_levels).sum(1).to(torch.float64)  # B x 2^n
-        log2_mult = (math.lgamma(L + 1) - torch.lgamma(counts + 1).sum(1)) / math.log(2)
-        header = (n_levels - 1) * math.ceil(math.log2(L + 1))
-        enum = header + torch.ceil(log2_mult - 1e-9).clamp(min=0)
-        if self.mode == "enumerative":
-            return enum
-        if self.mode == "auto":
-            return 1 + torch.minimum(fixed, enum)
-        raise ValueError(f"unknown rate-index coding '{self.mode}': use 'auto', 'fixed' or 'enumerative'")
-
-
 @dataclass
 class RateDecision:
     """Output of ``rate_control``: per image beta (B), rate indices q (B x L), payload uses (B, int64),
-    side bits (B) and side uses (B) under the given charge."""
+    side bits (B) and side uses (B) under the given charge; ``coded`` is the index map that was sent (q itself,
+    or one index per block, ``B x L_b``) on ``coded_grid``."""
 
     beta: torch.Tensor
     q: torch.Tensor
     payload: torch.Tensor
     side_bits: torch.Tensor
     side_uses: torch.Tensor
+    coded: torch.Tensor
+    coded_grid: tuple[int, int] | None
 
 
 def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantizer: RateQuantizer,
                  charge: SideInfoCharge | None = None, coding: RateIndexCoding | None = None,
-                 snr_db: torch.Tensor | float | None = None, iters: int = 40) -> RateDecision:
+                 snr_db: torch.Tensor | float | None = None, iters: int = 40,
+                 grid: tuple[int, int] | None = None, block: int = 1) -> RateDecision:
     """Largest beta per image with payload + side uses <= budget (bisection on log beta).
 
     entropy_bits : ``B x L`` information content -log2 p(z_i | y) of each token (bits).
     budget : total complex channel uses allowed per image (B or scalar): floor(CBR * 3 H W).
+    grid : the latent grid h x w (L = h w) for the rate-index code's spatial context (default one row).
+    block : a coarser rate grid: one rate index per ``block x block`` tokens (edge blocks smaller), chosen by
+        Q(beta x the block's mean entropy per token); side bits are those of the block map, the returned q is
+        per token. 1 (default) is eq. (3) as written.
     Raises ``RateControlError`` if even beta = 0 (all tokens at v_1) exceeds the budget of some image.
     """
     charge = charge or SideInfoCharge()
     coding = coding or RateIndexCoding()
     e = entropy_bits.detach().to(torch.float64).clamp(min=0)
     b, L = e.shape
+    expand, weight, code_grid = None, None, grid
+    if block > 1:
+        if grid is None:
+            raise ValueError("rate_control with block > 1 needs the latent grid")
+        h, w = grid
+        wb = -(-w // block)
+        rows = torch.arange(L, device=e.device) // w
+        expand = (rows // block) * wb + (torch.arange(L, device=e.device) % w) // block  # token -> block
+        code_grid = (-(-h // block), wb)
+        weight = torch.bincount(expand, minlength=code_grid[0] * wb).to(torch.float64)  # tokens per block
+        e = torch.zeros(b, len(weight), dtype=torch.float64, device=e.device).index_add_(1, expand, e) / weight
     budget_t = torch.as_tensor(budget, dtype=torch.float64, device=e.device).expand(b)
     n_levels = len(quantizer.levels)
 
@@ -125,8 +114,9 @@ def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantiz
 
     def evaluate(beta: torch.Tensor) -> tuple[torch.Tensor, ...]:
         q = quantizer.index(beta[:, None] * e)
-        payload = quantizer.lengths(q).sum(1)
-        sb = coding.bits(q, n_levels)
+        v = quantizer.lengths(q)
+        payload = v.sum(1) if weight is None else (v * weight.to(torch.int64)).sum(1)
+        sb = coding.bits(q, n_levels, code_grid)
         su = charge.uses(sb, snr).to(e.device)
         return q, payload, sb, su
 
@@ -152,8 +142,10 @@ def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantiz
         ok = feasible(mid)
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
-    q, p, sb, su = evaluate(lo)
-    return RateDecision(beta=lo.float(), q=q, payload=p, side_bits=sb, side_uses=su)
+    coded, p, sb, su = evaluate(lo)
+    q = coded if expand is None else coded[:, expand]
+    return RateDecision(beta=lo.float(), q=q, payload=p, side_bits=sb, side_uses=su, coded=coded,
+                        coded_grid=code_grid)
 
 
 def token_mask(q: torch.Tensor, quantizer: RateQuantizer) -> torch.Tensor:

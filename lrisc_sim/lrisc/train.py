@@ -42,6 +42,7 @@ from lrisc_sim.lrisc.config import TrainConfig, preset, train_preset
 from lrisc_sim.lrisc.jscc import RateControlError, rate_control
 from lrisc_sim.lrisc.losses import LossOutput, Perceptual, rdp_loss
 from lrisc_sim.lrisc.model import LRISC
+from lrisc_sim.lrisc.rate_index import RateIndexCoding
 from lrisc_sim.metrics import psnr, quantize
 from lrisc_sim.train_state import EMA, StateError, TrainRun, weights_for_export
 
@@ -121,13 +122,18 @@ def random_cbr(b: int, lo: float, hi: float, generator: torch.Generator | None =
 
 
 def train_rate_indices(model: LRISC, token_bits: torch.Tensor, hw: tuple[int, int], tc: TrainConfig,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Rate indices q (``B x L``) for random target CBRs, from the inference rate control (no gradient)."""
+                       generator: torch.Generator | None = None, grid: tuple[int, int] | None = None
+                       ) -> torch.Tensor:
+    """Rate indices q (``B x L`` on the latent ``grid``) for random target CBRs, from the inference rate control
+    (no gradient)."""
     b = token_bits.shape[0]
     cbr = random_cbr(b, *tc.cbr_range, generator=generator)
     budget = torch.floor(cbr * 3 * hw[0] * hw[1]).to(token_bits.device)
     try:
-        return rate_control(token_bits, budget, model.f_e.quantizer).q
+        jc = model.cfg.jscc
+        coding = RateIndexCoding("auto", tuple(jc.side_codes))
+        return rate_control(token_bits, budget, model.f_e.quantizer, coding=coding, grid=grid,
+                            block=jc.rate_block if grid is not None else 1).q
     except RateControlError:
         return torch.zeros_like(token_bits, dtype=torch.long)
 
@@ -175,7 +181,8 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
             lat = model.latent(x, "noise")
     else:
         lat = model.latent(x, "noise")
-    q = train_rate_indices(model, lat.token_bits().detach(), tuple(x.shape[-2:]), tc, generator)
+    q = train_rate_indices(model, lat.token_bits().detach(), tuple(x.shape[-2:]), tc, generator,
+                           grid=tuple(lat.z.shape[-2:]))
     noise = torch.randn(x.shape, generator=generator).to(x.device)
     z_hat, _, _ = model.jscc_awgn(lat.z_tilde, q, snr, generator)
     index = diff.sample_timesteps(b, x.device, generator=generator)
@@ -307,6 +314,9 @@ def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
     if model.cfg.preset != cfg.preset:
         log(f"note: {init} is preset '{model.cfg.preset}'; continuing with its architecture")
         cfg.preset = model.cfg.preset
+    if cfg.stage == 1:  # a new model from old weights takes the preset's side-information rule (not architecture)
+        new = preset(model.cfg.preset).jscc
+        model.cfg.jscc.rate_block, model.cfg.jscc.side_codes = new.rate_block, tuple(new.side_codes)
     return model.train()
 
 
