@@ -325,49 +325,51 @@ def train(cfg: TrainConfig, log=print) -> dict:
     k = cfg.arch.channels * (cfg.crop // cfg.arch.factor) ** 2 // 2  # complex symbols per training crop
     loss_log = open(cfg.loss_log, "a") if cfg.loss_log and dist.main else None
     run_loss = run.history[-1]["train_loss"] if run.history else float("nan")
-    run.start()
-    card: dict = {}
-    while run.step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(run.step, cfg, warm_from)
-        # the global batch, its SNRs and channel noise are the same on every rank (seeded by (seed, step));
-        # each rank trains on its slice, so N processes follow the loss curve of one with the same batch
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step)
-        x = next(batches)
-        snr_g = lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g) if hi > lo else torch.full((cfg.batch_size,), lo)
-        noise_g = torch.view_as_complex(torch.randn(cfg.batch_size, k, 2, generator=g) / math.sqrt(2))
-        x = x.to(device)
-        snr, noise = (dist.shard(t).to(device) for t in (snr_g, noise_g))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            y = net(x, snr, noise)
-        loss = torch.mean((y.float() - x) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        run.step += 1
-        lv = dist.mean(float(loss.detach()))
-        if loss_log:
-            loss_log.write(f"{run.step} {lv:.9g}\n")
-            loss_log.flush()
-        run_loss = lv if not math.isfinite(run_loss) else 0.98 * run_loss + 0.02 * lv
-        bar.update(1)
-        bar.set_postfix(loss=f"{run_loss:.5f}", psnr=f"{float(psnr_from_mse(run_loss)):.2f}", refresh=False)
-        over = dist.any(run.out_of_time())
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps or over:
-            run.lap()
-            if dist.main:
-                card = export()
-                save()
-                bar.write(f"step {run.step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
-                          f"val PSNR {run.history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {run.elapsed:.0f} s, "
-                          f"{run.cpu_hours():.2f} CPU-h")
-            dist.barrier()
-            if over:
-                break
+    with run.stop_on_signals():  # SIGINT / SIGTERM: finish the step, save, return
+        run.start()
+        card: dict = {}
+        while run.step < cfg.steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(run.step, cfg, warm_from)
+            # the global batch, its SNRs and channel noise are the same on every rank (seeded by (seed, step));
+            # each rank trains on its slice, so N processes follow the loss curve of one with the same batch
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step)
+            x = next(batches)
+            snr_g = (lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g) if hi > lo
+                     else torch.full((cfg.batch_size,), lo))
+            noise_g = torch.view_as_complex(torch.randn(cfg.batch_size, k, 2, generator=g) / math.sqrt(2))
+            x = x.to(device)
+            snr, noise = (dist.shard(t).to(device) for t in (snr_g, noise_g))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                y = net(x, snr, noise)
+            loss = torch.mean((y.float() - x) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            run.step += 1
+            lv = dist.mean(float(loss.detach()))
+            if loss_log:
+                loss_log.write(f"{run.step} {lv:.9g}\n")
+                loss_log.flush()
+            run_loss = lv if not math.isfinite(run_loss) else 0.98 * run_loss + 0.02 * lv
+            bar.update(1)
+            bar.set_postfix(loss=f"{run_loss:.5f}", psnr=f"{float(psnr_from_mse(run_loss)):.2f}", refresh=False)
+            over = dist.any(run.out_of_time())
+            if run.step % cfg.val_every == 0 or run.step == cfg.steps or over:
+                run.lap()
+                if dist.main:
+                    card = export()
+                    save()
+                    bar.write(f"step {run.step}: train loss {run_loss:.5f} ({float(psnr_from_mse(run_loss)):.2f} dB), "
+                              f"val PSNR {run.history[-1]['val_psnr']:.2f} dB at {val_snr:g} dB, {run.elapsed:.0f} s, "
+                              f"{run.cpu_hours():.2f} CPU-h")
+                dist.barrier()
+                if over:
+                    break
     bar.close()
     if loss_log:
         loss_log.close()
@@ -376,7 +378,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         return card
     dist.close()
     if run.step < cfg.steps:
-        log(f"stopped after {cfg.max_minutes:g} min at step {run.step}/{cfg.steps}; run the same command with "
+        log(f"stopped {run.stop_reason()} at step {run.step}/{cfg.steps}; run the same command with "
             f"--resume to continue (state {state_path})")
         return card
     if not card:  # nothing left to train (resumed a finished run)

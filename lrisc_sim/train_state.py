@@ -10,7 +10,8 @@ parameter's index in the optimizer's ``state_dict``), ``rng.cpu`` (``torch.get_r
 
 :class:`TrainRun` is the bookkeeping both trainers share around that file: step, elapsed seconds and the
 validation history (the first keys of the JSON meta), the wall clock, the periodic-save and ``--max-minutes``
-timers and CPU-hours; :func:`weights_for_export` picks the weights a trainer validates and exports (EMA if any),
+timers, CPU-hours and a graceful stop on SIGINT / SIGTERM (:meth:`TrainRun.stop_on_signals`: the loop ends after
+the current step and saves, so an interrupted run loses nothing); :func:`weights_for_export` picks the weights a trainer validates and exports (EMA if any),
 :func:`card_cpu_hours` reads the CPU-hours behind a model card.
 """
 
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +200,7 @@ class TrainRun:
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
+        self.stop_signal: int | None = None
         self._t0 = self._t_start = self._last_save = time.time()
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -218,8 +223,44 @@ class TrainRun:
         return self.elapsed
 
     def out_of_time(self) -> bool:
-        """True once ``max_minutes`` have passed since :meth:`start` (never without ``max_minutes``)."""
+        """True once ``max_minutes`` have passed since :meth:`start` (never without ``max_minutes``) or a stop
+        signal arrived (:meth:`stop_on_signals`): the trainers then save and return after the current step."""
+        if self.stop_signal is not None:
+            return True
         return self.max_minutes is not None and time.time() - self._t_start > 60 * self.max_minutes
+
+    def stop_reason(self) -> str:
+        """Why :meth:`out_of_time` said stop, for the trainers' last message."""
+        if self.stop_signal is not None:
+            return f"on {signal.Signals(self.stop_signal).name}"
+        return f"after {self.max_minutes:g} min"
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While active, SIGINT (Ctrl-C) and SIGTERM set :attr:`stop_signal` instead of killing the process, so the
+        loop finishes its step, saves the state and returns; a second signal interrupts at once. Outside the main
+        thread (where handlers cannot be installed) it does nothing."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:  # the second one: stop now
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving the state "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def save_due(self) -> bool:
         """True once ``save_minutes`` have passed since the last save (or :meth:`start`)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +119,59 @@ def test_weights_for_export_and_card_cpu_hours():
     assert card_cpu_hours({"wall_time_s": 3600.0, "threads": 2, "device": "cpu"}) == 2.0
     assert card_cpu_hours({"wall_time_s": 3600.0, "threads": 2, "device": "cuda"}) == 0.0
     assert card_cpu_hours(json.loads("{}")) == 0.0
+
+
+def test_stop_on_signals_sets_the_flag_and_restores_the_handlers():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    run = TrainRun("x", threads=1)
+    with run.stop_on_signals():
+        assert not run.out_of_time()
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread before the next bytecode
+        assert run.stop_signal == signal.SIGTERM and run.out_of_time()
+        assert run.stop_reason() == "on SIGTERM"
+        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert TrainRun("x", threads=1, max_minutes=3).stop_reason() == "after 3 min"
+
+
+def test_sigterm_during_training_saves_the_step_it_reached(tmp_path):
+    """A trainer stopped by SIGTERM saves its state at the step it finished; resuming continues from there."""
+    import os
+    import signal
+    import threading
+
+    from baselines.deepjscc import DeepJSCCConfig
+    from baselines.deepjscc_train import TrainConfig, train
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    log = tmp_path / "loss.txt"
+    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=100_000, batch_size=2, crop=32, val_every=100_000,
+                      out=str(tmp_path / "out"), threads=1, warmup=1, loss_log=str(log), max_minutes=2,
+                      state=str(tmp_path / "s.safetensors"),
+                      arch=DeepJSCCConfig(cbr="1/16", levels=2, extra=0, first_width=8, width=8))
+
+    def stop_after_a_few_steps():
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_after_a_few_steps, daemon=True).start()
+    msgs: list[str] = []
+    train(cfg, log=msgs.append)
+    done = len(log.read_text().splitlines())
+    meta = read_state(tmp_path / "s.safetensors")[1]["meta"]
+    assert 3 <= meta["step"] == done < 100_000
+    assert any("stopped on SIGTERM" in m for m in msgs)
+    cfg.steps, cfg.resume, cfg.max_minutes = done + 2, True, None
+    train(cfg, log=lambda *a: None)
+    lines = log.read_text().splitlines()
+    assert [int(v.split()[0]) for v in lines] == list(range(1, done + 3))  # no step lost or repeated

@@ -389,48 +389,50 @@ def train(cfg: RunConfig, log=print) -> dict:
     model.train()
     bar = tqdm(total=cfg.steps, initial=run.step, desc=f"lrisc stage {cfg.stage}", dynamic_ncols=True,
                mininterval=1 if sys.stderr.isatty() else 60, disable=not dist.main)
-    run.start()
-    stopped = False
-    while run.step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(run.step, cfg.steps, lr)
-        x = next(batches).to(device)
-        # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = net(x, run.step) if net is not None else stage_loss(model, cfg.stage, x, run.step, tc, perceptual)
-        opt.zero_grad(set_to_none=True)
-        out.total.backward()
-        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        opt.step()
-        run.step += 1
-        parts = {k: dist.mean(v) for k, v in out.parts.items()} if dist.active else out.parts
-        for k, v in parts.items():
-            loss_avg[k] = v if k not in loss_avg or not math.isfinite(loss_avg[k]) else 0.98 * loss_avg[k] + 0.02 * v
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in loss_avg.items()}, refresh=False)
-        if not math.isfinite(parts["loss"]):
-            raise FloatingPointError(f"loss became {parts['loss']} at step {run.step}; lower --lr and resume")
-        validating = run.step % cfg.val_every == 0 or run.step == cfg.steps
-        if dist.active and (validating or dist.any(run.save_due())):  # the same decision on every rank
-            run.lap()
-            if dist.main:  # rank 0 validates, exports and saves; the others wait
-                validate_and_export()
+    with run.stop_on_signals():  # SIGINT / SIGTERM: finish the step, save, return
+        run.start()
+        stopped = False
+        while run.step < cfg.steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(run.step, cfg.steps, lr)
+            x = next(batches).to(device)
+            # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = net(x, run.step) if net is not None else stage_loss(model, cfg.stage, x, run.step, tc, perceptual)
+            opt.zero_grad(set_to_none=True)
+            out.total.backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            run.step += 1
+            parts = {k: dist.mean(v) for k, v in out.parts.items()} if dist.active else out.parts
+            for k, v in parts.items():
+                fresh = k not in loss_avg or not math.isfinite(loss_avg[k])
+                loss_avg[k] = v if fresh else 0.98 * loss_avg[k] + 0.02 * v
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in loss_avg.items()}, refresh=False)
+            if not math.isfinite(parts["loss"]):
+                raise FloatingPointError(f"loss became {parts['loss']} at step {run.step}; lower --lr and resume")
+            validating = run.step % cfg.val_every == 0 or run.step == cfg.steps
+            if dist.active and (validating or dist.any(run.save_due())):  # the same decision on every rank
+                run.lap()
+                if dist.main:  # rank 0 validates, exports and saves; the others wait
+                    validate_and_export()
+                    save()
+                dist.barrier()
+                run.mark_saved()
+            elif validating:
+                run.lap()
+                v = validate_and_export()
+                if v.get("std_ratio", 1.0) < 0.3:
+                    bar.write("warning: outputs are close to uniform grey (std ratio < 0.3): the x0-prediction "
+                              "collapse; consider a longer --warmup-steps or a larger --aux-weight")
                 save()
-            dist.barrier()
-            run.mark_saved()
-        elif validating:
-            run.lap()
-            v = validate_and_export()
-            if v.get("std_ratio", 1.0) < 0.3:
-                bar.write("warning: outputs are close to uniform grey (std ratio < 0.3): the x0-prediction collapse;"
-                          " consider a longer --warmup-steps or a larger --aux-weight")
-            save()
-        elif run.save_due():
-            run.lap()
-            save()
-        if dist.any(run.out_of_time()) and run.step < cfg.steps:
-            stopped = True
-            break
+            elif run.save_due():
+                run.lap()
+                save()
+            if dist.any(run.out_of_time()) and run.step < cfg.steps:
+                stopped = True
+                break
     bar.close()
     run.lap()
     if not dist.main:
@@ -441,7 +443,7 @@ def train(cfg: RunConfig, log=print) -> dict:
     dist.barrier()
     dist.close()
     if stopped:
-        log(f"stopped after {cfg.max_minutes:g} min at step {run.step}/{cfg.steps}; state in {run.path}: run the same "
+        log(f"stopped {run.stop_reason()} at step {run.step}/{cfg.steps}; state in {run.path}: run the same "
             "command again to continue")
         return {"stage": cfg.stage, "step": run.step, "stopped": True}
     card = model_card(cfg, model, run.history, run.elapsed, val_names)
