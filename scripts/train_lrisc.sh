@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Trains the shipped LRISC model (small preset) with the whole recipe in one call, on a CPU or a CUDA GPU,
+# evaluates it on Kodak and, with SHIP=1, copies it into lrisc_sim/checkpoints/lrisc/ with its model card.
+#
+#   scripts/train_lrisc.sh                                   # CPU, one thread, state under $RUNS
+#   DEVICE=cuda BATCH=16 scripts/train_lrisc.sh              # a GPU (bf16 autocast), the same recipe
+#   DEVICE=cuda BATCH=16 MINUTES=2 scripts/train_lrisc.sh    # at most 2 minutes per stage (a time-boxed GPU call)
+#
+# The recipe (benchmarks/lrisc_stage1_rd.py and benchmarks/results/lrisc_stage1_pilots.md say why):
+#   1a  g_e + hyperprior + g_d without a channel on 256 x 256 crops, every sample at the last step n = N (the plain
+#       MSE decoder path that sets the first DDIM estimate), no LPIPS, rate weight ramped 0.002 -> 0.02 over the
+#       first 30% (a high-rate warm-up against the grey-image collapse of x0-prediction decoders);
+#   1b  the same modules with the paper's diffusion loss over all steps (a quarter of each batch still at n = N)
+#       and the perceptual term, from 1a's weights;
+#   2   f_e / f_d (variable-length JSCC, rate tokens, SNR modules) through AWGN, the source model frozen;
+#   3   everything fine-tuned together through the channel; then the Kodak evaluation against DeepJSCC.
+# Every stage is resumable: its state lives in $RUNS/<run>/stageS/state.safetensors (tensors + JSON, no pickle)
+# and is saved every few minutes, at each validation and on Ctrl-C / SIGTERM, so re-running the same command
+# after an interruption continues where it stopped; a finished stage is skipped. On a new machine without the
+# states, set INIT1A to the committed stage-1a weights (training/lrisc/) to continue from them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cpu}
+DATA=${DATA:-../shared/data/train,../shared/data/train_extra}
+KODAK=${KODAK:-../shared/data/kodak}
+RUNS=${RUNS:-$HOME/.cache/lrisc-sim/train/lrisc}   # outside the work tree
+BATCH=${BATCH:-4}
+CROP=${CROP:-256}
+THREADS=${THREADS:-1}
+STEPS1A=${STEPS1A:-20000}
+STEPS1B=${STEPS1B:-6000}
+STEPS2=${STEPS2:-4000}
+STEPS3=${STEPS3:-2000}
+INIT1A=${INIT1A:-lrisc_sim/checkpoints/lrisc/lrisc_small.safetensors}
+SHIP=${SHIP:-0}
+LRISC_SIM=${LRISC_SIM:-lrisc-sim}
+limit=(); [ -n "${MINUTES:-}" ] && limit=(--max-minutes "$MINUTES")
+common=(--preset small --data "$DATA" --val 4 --batch-size "$BATCH" --crop "$CROP" --device "$DEVICE"
+        --threads "$THREADS" --val-every 250 --save-minutes 10 "${limit[@]}")
+done_stage() { [ -f "$1" ]; }  # a stage writes its final weights only when it has finished
+
+a="$RUNS/a/stage1/lrisc_small_stage1.safetensors"
+done_stage "$a" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/a" --init "$INIT1A" \
+  --steps "$STEPS1A" --lr 2e-4 --eta 0 --no-lpips --t-max-share 1.0 --lam 0.02 --lam-start 0.002 --lam-ramp 0.3 \
+  --warmup-steps 0 --aux-weight 0 --val-steps 1
+[ -f "$a" ] || { echo "stage 1a is not finished yet (time limit): run the same command again" >&2; exit 3; }
+
+b="$RUNS/b/stage1/lrisc_small_stage1.safetensors"
+done_stage "$b" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/b" --init "$a" \
+  --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
+[ -f "$b" ] || { echo "stage 1b is not finished yet: run the same command again" >&2; exit 3; }
+
+for s in 2 3; do
+  steps=STEPS$s
+  w="$RUNS/b/stage$s/lrisc_small_stage$s.safetensors"
+  ship=(); [ "$s" = 3 ] && [ "$SHIP" = 1 ] && ship=(--ship)
+  done_stage "$w" || $LRISC_SIM train lrisc --stage "$s" "${common[@]}" --out "$RUNS/b" --steps "${!steps}" "${ship[@]}"
+  [ -f "$w" ] || { echo "stage $s is not finished yet: run the same command again" >&2; exit 3; }
+done
+if [ -d "$KODAK" ]; then
+  python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
+fi
+echo "LRISC trained: $w (card ${w%.safetensors}.json)"
