@@ -61,6 +61,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader workers streaming the files (0: all images in memory)
     eval_kodak: str | None = None
     eval_snr: float = 10.0
+    kodak_every: int = 0  # also evaluate the exported weights on eval_kodak every N steps (0: only at the end)
     arch: DeepJSCCConfig = field(default_factory=DeepJSCCConfig)
 
 
@@ -97,6 +98,8 @@ def command_line(cfg: TrainConfig) -> str:
         parts.append(f"--init {cfg.init}")
     if cfg.eval_kodak:
         parts.append(f"--eval-kodak {cfg.eval_kodak}")
+        if cfg.kodak_every:
+            parts.append(f"--kodak-every {cfg.kodak_every}")
     return " ".join(parts)
 
 
@@ -303,15 +306,19 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"state {state_path}")
 
     def export() -> dict:
-        """Validate the EMA weights and write them with their model card to ``path``."""
+        """Validate the EMA weights and write them with their model card to ``path`` (and, every
+        ``kodak_every`` steps, their Kodak PSNR into the history)."""
         eval_model = weights_for_export(model, ema, lambda: DeepJSCC(cfg.arch).to(device))
         v = validate(eval_model, val, val_snr, device)
         run.record(train_loss=round(run_loss, 6), val_psnr=round(v, 4))
+        save_model(eval_model, path)
+        if cfg.eval_kodak and cfg.kodak_every and run.step % cfg.kodak_every == 0:
+            run.history[-1]["kodak_psnr"] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)["psnr_mean"]
         card = model_card(cfg, eval_model, run.history, run.elapsed, val_names, val_snr)
         card["cpu_hours"] = round(run.cpu_hours(), 4)
         card["cpu_hours_prior"] = run.prior_cpu_hours
         card["status"] = run.status(cfg.steps)
-        save_model(eval_model, path, card)
+        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         return card
 
     def save() -> None:
@@ -443,19 +450,23 @@ def write_summary(folder: str | Path) -> Path:
         snr = c["training_snr_db"]
         f = float(cbr_fraction(c["cbr"]))
         init = c.get("warm_start")
+        hist = c["validation"]["history"]
+        seen = [h for h in hist if "kodak_psnr" in h]
+        kodak = (f"{k['psnr_mean']:.2f} +/- {k['psnr_ci95']:.2f}" if k else
+                 f"{seen[-1]['kodak_psnr']:.2f} (step {seen[-1]['step']})" if seen else "-")
         rows.append((f, f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
                      f"{a['first_width']}/{a['width']} | {a['parameters']:,} | "
                      f"{snr if not isinstance(snr, list) else f'{snr[0]:g}:{snr[1]:g}'} | {c['steps']} | "
                      f"{c['data']['crop']} | {card_cpu_hours(c):.2f} | {c['validation']['psnr']:.2f} | "
-                     f"{k.get('psnr_mean', float('nan')):.2f} +/- {k.get('psnr_ci95', float('nan')):.2f} | "
+                     f"{kodak} | "
                      f"{ref if ref else '-'} | {c.get('status', 'final')} | "
                      f"{'`' + Path(init).name + '`' if init else '-'} |"))
-        hist = c["validation"]["history"]
         if hist:
             pts = hist if len(hist) <= 12 else [hist[round(i * (len(hist) - 1) / 11)] for i in range(12)]
             curves.append((f, f"| {c['cbr']} | " + ", ".join(
                 f"{h.get('cpu_hours', h['seconds'] * int(c.get('threads') or 1) / 3600):.2f} h: "
-                f"{h['val_psnr']:.2f}" for h in pts) + " |"))
+                f"{h['val_psnr']:.2f}" + (f" (Kodak {h['kodak_psnr']:.2f})" if "kodak_psnr" in h else "")
+                for h in pts) + " |"))
     head = [
         "# DeepJSCC checkpoints",
         "",
@@ -526,6 +537,9 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (and saved states)")
     p.add_argument("--eval-kodak", default=None, metavar="DIR", help="evaluate the result on this folder")
     p.add_argument("--eval-snr", type=float, default=d.eval_snr, help="SNR (dB) of that evaluation")
+    p.add_argument("--kodak-every", type=int, default=d.kodak_every, metavar="N",
+                   help="with --eval-kodak: also evaluate the exported weights every N steps (recorded in the "
+                        "card's history as kodak_psnr)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -548,7 +562,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        max_minutes=args.max_minutes, loss_log=args.loss_log, workers=args.workers,
                        device=args.device, out=args.out, state=args.state, resume=args.resume,
                        threads=args.threads, seed=args.seed, val_every=args.val_every,
-                       eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch)
+                       eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch,
+                       kodak_every=args.kodak_every)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ for cbr in $CBRS; do
       [ -f "$OUT/$main.safetensors" ] || { echo "train 1/24 first (CBRS=\"1/24 ...\")" >&2; exit 2; }
     fi
   fi
-  kodak=""; [ -d "$KODAK" ] && kodak="--eval-kodak $KODAK"
+  kodak=""; [ -d "$KODAK" ] && kodak="--eval-kodak $KODAK --kodak-every 2000"
   $LRISC_SIM train deepjscc --cbr "$cbr" --snr 10 --data "$DATA" --val 4 --steps "$steps" --batch-size "$BATCH" \
     --crop "$crop" --lr "$lr" --lr-final 1e-5 --warmup 200 $arch --width 32,64 --val-every 500 --device "$DEVICE" \
     --threads "$THREADS" --out "$OUT" --resume $init $kodak

@@ -281,3 +281,19 @@ def test_streaming_workers_train_and_shard_the_files(tmp_path):
         assert all(c.shape == (3, 16, 16) for c in crops)
         levels.append({round(float(c.mean()) * 255) for c in crops})
     assert levels == [{0, 100}, {50, 150}]
+
+
+def test_kodak_curve_in_the_card_and_summary(tmp_path):
+    """--kodak-every N records the evaluation folder's PSNR of the exported weights every N steps."""
+    data = _smooth_images(tmp_path / "d")
+    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=4, batch_size=2, crop=32, val_every=2,
+                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), threads=1,
+                      arch=DeepJSCCConfig(**SMALL), eval_kodak=str(data), kodak_every=4)
+    card = train(cfg, log=lambda *a: None)
+    hist = card["validation"]["history"]
+    assert "kodak_psnr" not in hist[0] and hist[1]["step"] == 4
+    # the same number as evaluating the exported weights directly (the final evaluation of the same weights)
+    assert hist[1]["kodak_psnr"] == card["kodak"]["psnr_mean"]
+    assert "--kodak-every 4" in card["command"]
+    table = write_summary(tmp_path / "o").read_text()
+    assert f"(Kodak {hist[1]['kodak_psnr']:.2f})" in table
