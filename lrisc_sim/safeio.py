@@ -86,8 +86,17 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
         f.close()  # closing the file releases the lock
 
 
+HEAD_BYTES = 9  # what ``is_pickle`` needs to see
+
+
 def is_pickle(head: bytes) -> bool:
-    """True for the first bytes of a pickle (protocol 2+) or of a ``torch.save`` zip archive."""
+    """True for the first ``HEAD_BYTES`` bytes of a pickle (protocol 2+) or of a ``torch.save`` zip archive.
+
+    A ``.safetensors`` file starts with its header's length (8 bytes, little-endian) and then the JSON header's
+    ``{``; its first byte is 0x80 whenever that length is 128 mod 256, so the ``{`` at offset 8 decides (such a
+    file goes on to the safetensors parser, which never runs code)."""
+    if len(head) >= 9 and head[8:9] == b"{":
+        return False
     return head[:1] == b"\x80" or head[:2] == b"PK"
 
 
@@ -100,7 +109,7 @@ def safetensors_metadata(path: str | os.PathLike, what: str, fix: str) -> dict[s
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(HEAD_BYTES)
     except FileNotFoundError:
         raise CheckpointError(f"{what} {path} not found; {fix}") from None
     except OSError as e:

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from lrisc_sim.safeio import HEAD_BYTES, is_pickle
+
 
 class StateError(ValueError):
     """A training state that cannot be read, with a one-line message saying what to do."""
@@ -79,10 +81,10 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
+            head = f.read(HEAD_BYTES)
     except OSError as e:
         raise StateError(f"cannot read training state {path}: {e.strerror}") from None
-    if head[:1] == b"\x80" or head == b"PK":
+    if is_pickle(head):
         raise StateError(f"{path} is a pickle/torch.save file, which could run code and is never loaded: delete "
                          f"it to start this training run afresh")
     try:

@@ -175,3 +175,37 @@ def test_sigterm_during_training_saves_the_step_it_reached(tmp_path):
     train(cfg, log=lambda *a: None)
     lines = log.read_text().splitlines()
     assert [int(v.split()[0]) for v in lines] == list(range(1, done + 3))  # no step lost or repeated
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """The first byte of a safetensors file is its header length mod 256: 0x80 there is not a pickle (this
+    refused a 1/24 DeepJSCC state whose history had grown to such a length)."""
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from lrisc_sim.safeio import CheckpointError, is_pickle, safetensors_metadata
+
+    model, opt = _trained()
+    path = tmp_path / "s.safetensors"
+    for pad in range(400):  # grow the JSON meta until the header length is 128 mod 256
+        train_state.save_state(path, model, opt, meta={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert read_state(path)[1]["meta"]["pad"] == "x" * pad
+    weights = tmp_path / "w.safetensors"
+    for pad in range(400):
+        save_file({"a": torch.zeros(2)}, str(weights), metadata={"pad": "x" * pad})
+        if weights.read_bytes()[0] == 0x80:
+            break
+    assert safetensors_metadata(weights, "checkpoint", "fix")["pad"] == "x" * pad
+    # real pickles and torch.save archives are still refused before any parsing
+    for data in (pickle.dumps({"a": 1}, protocol=2), pickle.dumps([1] * 50, protocol=4), b"PK\x03\x04" + b"\0" * 20):
+        assert is_pickle(data[:9])
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(data)
+        with pytest.raises(train_state.StateError, match="pickle"):
+            read_state(bad)
+        with pytest.raises(CheckpointError, match="pickle"):
+            safetensors_metadata(bad, "checkpoint", "fix")
