@@ -209,9 +209,15 @@ def default_state_path(name: str) -> Path:
     return cache_dir() / "train" / "deepjscc" / f"{name}.state.safetensors"
 
 
+DECODER_INPUT = "decoder.net.0.weight"  # the decoder's first (transposed) convolution: c_in = the latent channels
+
+
 def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
-    """Load every tensor of checkpoint ``path`` whose name and shape match ``model`` (the trunk); return the
-    names that were kept at their initial values (e.g. the c-channel layers of another CBR)."""
+    """Load every tensor of checkpoint ``path`` whose name and shape match ``model`` (the trunk), and the overlap
+    of the c-channel layers when only c differs (another CBR at the same depth): the first min(c, c_src)
+    latent channels come from the checkpoint, and the decoder's weights from any extra channel start at zero,
+    so a model with more channels starts as the checkpoint's decoder of its first channels. Return the names
+    that were not loaded whole (kept at their initial values or loaded in part)."""
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
@@ -220,11 +226,23 @@ def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
     src = load_file(str(path))
     own = model.state_dict()
     kept = [k for k in own if k not in src or src[k].shape != own[k].shape]
-    model.load_state_dict({k: src[k] for k in own if k not in kept}, strict=False)
-    log(f"warm start from {path}: {len(own) - len(kept)} of {len(own)} tensors loaded"
-        + (f", new: {', '.join(kept)}" if kept else ""))
+    new = {k: src[k] for k in own if k not in kept}
+    partial = []
+    for k in kept:
+        if k in src and src[k].dim() == own[k].dim():
+            t = own[k].clone()
+            if k == DECODER_INPUT:  # ConvTranspose2d weight: c_in x out x k x k; extra inputs start unused
+                t[src[k].shape[0]:] = 0
+            region = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, src[k].shape))
+            t[region] = src[k][region]
+            new[k] = t
+            partial.append(k)
+    model.load_state_dict(new, strict=False)
+    whole = len(own) - len(kept)
+    log(f"warm start from {path}: {whole} of {len(own)} tensors loaded"
+        + (f", {len(partial)} in part ({', '.join(partial)})" if partial else "")
+        + (f", new: {', '.join(k for k in kept if k not in partial)}" if len(partial) < len(kept) else ""))
     return kept
-
 
 def init_cpu_hours(path: str | Path) -> float:
     """CPU-hours that went into a warm-start checkpoint, from its model card (0 if it has none)."""

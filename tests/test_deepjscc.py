@@ -214,10 +214,36 @@ def test_warm_start_loads_the_trunk_and_several_folders(tmp_path):
     msgs = []
     train(dst, log=msgs.append)
     line = next(m for m in msgs if m.startswith("warm start"))
-    assert "new: encoder.net." in line and "decoder.net.0." in line  # the c-channel layers differ in shape
+    assert "in part (encoder.net." in line and "decoder.net.0." in line  # the c-channel layers differ in shape
     m1, m2 = load_model(ckpt), load_model(tmp_path / "o2" / "deepjscc_cbr1-32_snr10.safetensors")
     assert torch.equal(m1.encoder.net[0].weight, m2.encoder.net[0].weight)
-    assert m1.encoder.net[-2].weight.shape != m2.encoder.net[-2].weight.shape
+    c2 = m2.encoder.net[-2].weight.shape[0]
+    assert m1.encoder.net[-2].weight.shape[0] == 2 * c2  # 1/16 -> 1/32: the first half of the channels
+    assert torch.equal(m1.encoder.net[-2].weight[:c2], m2.encoder.net[-2].weight)
+    assert torch.equal(m1.decoder.net[0].weight[:c2], m2.decoder.net[0].weight)
+
+
+def test_warm_start_to_more_channels_keeps_the_decoder(tmp_path):
+    """From 1/32 to 1/16 (c 12 -> 24 at the same depth) the new model decodes its first 12 channels exactly as
+    the checkpoint does, whatever the new channels carry, and encodes them the same."""
+    from baselines.deepjscc import save_model
+    from baselines.deepjscc_train import warm_start
+
+    torch.manual_seed(1)
+    src = DeepJSCC(DeepJSCCConfig(cbr="1/32", levels=3, extra=1, **SMALL)).eval()
+    path = tmp_path / "src.safetensors"
+    save_model(src, path)
+    torch.manual_seed(2)
+    dst = DeepJSCC(DeepJSCCConfig(cbr="1/16", levels=3, extra=1, **SMALL)).eval()
+    kept = warm_start(dst, path, log=lambda *a: None)
+    assert "decoder.net.0.weight" in kept
+    x = torch.rand(2, 3, 32, 32)
+    z_src = src.encoder(x)
+    z_dst = dst.encoder(x)
+    c = z_src.shape[1]
+    assert z_dst.shape[1] == 2 * c and torch.allclose(z_dst[:, :c], z_src, atol=1e-6)
+    z = torch.cat([z_src, torch.randn_like(z_src) * 5], 1)
+    assert torch.allclose(dst.decoder(z), src.decoder(z_src), atol=1e-6)
 
 
 def test_pickled_training_state_is_refused_and_never_run(tmp_path):
