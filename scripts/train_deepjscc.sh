@@ -7,10 +7,11 @@
 #   CBRS="1/24" STEPS=20000 scripts/train_deepjscc.sh   # one of them
 #
 # The order is the recipe: 1/24 first (the main model, warm-started from the shipped 1/24 when one exists),
-# then every other CBR for FT_STEPS steps, warm-started from the shipped model of that CBR when one exists (the
-# whole model: a 300-step pilot at 1/48 reached 23.99 dB on Kodak from it, against 22.34 from 1/24's trunk with a
-# new c-channel head and 20.69 for a d = 4, c = 2 model from that trunk), else from 1/24's trunk (all layers but
-# the c-channel ones).
+# then every other CBR for FT_STEPS steps: 1/16 (the same depth, more channels) from 1/24 with the overlap of
+# the c-channel layers (it starts as 1/24's decoder; 200-step pilot: 27.19 dB on Kodak, against 25.76 from the
+# shipped 1/16), the d = 8 CBRs from their own shipped model (300-step pilot at 1/48: 23.99 dB, against 22.34
+# from 1/24's trunk with a new head and 20.76 for d = 4, c = 2 from 1/24's first two channels); without a
+# shipped model, from 1/24's trunk. The pilots are in training/README.md.
 # Every run is resumable: the state (weights, EMA, Adam, RNG; no pickle) lives in ~/.cache/lrisc-sim/train and
 # the EMA weights + model card are exported to $OUT at every validation, so re-running the same command after
 # an interruption, or on a new machine from the committed weights, continues where it stopped.
@@ -40,7 +41,7 @@ for cbr in $CBRS; do
     init=""; [ -f "$SHIP/$main.safetensors" ] && [ ! -f "$OUT/$main.safetensors" ] && init="--init $SHIP/$main.safetensors"
   else
     steps=$FT_STEPS; lr=5e-4
-    if [ -f "$SHIP/$n.safetensors" ]; then
+    if [ "$cbr" != 1/16 ] && [ -f "$SHIP/$n.safetensors" ]; then
       init="--init $SHIP/$n.safetensors"
     else
       init="--init $OUT/$main.safetensors"
