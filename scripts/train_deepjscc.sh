@@ -6,12 +6,13 @@
 #   DEVICE=cuda BATCH=64 CROP=256 scripts/train_deepjscc.sh
 #   CBRS="1/24" STEPS=20000 scripts/train_deepjscc.sh   # one of them
 #
-# The order is the recipe: 1/24 first (the main model, warm-started from the shipped 1/24 when one exists),
-# then every other CBR for FT_STEPS steps: 1/16 (the same depth, more channels) from 1/24 with the overlap of
-# the c-channel layers (it starts as 1/24's decoder; 200-step pilot: 27.19 dB on Kodak, against 25.76 from the
-# shipped 1/16), the d = 8 CBRs from their own shipped model (300-step pilot at 1/48: 23.99 dB, against 22.34
-# from 1/24's trunk with a new head and 20.76 for d = 4, c = 2 from 1/24's first two channels); without a
-# shipped model, from 1/24's trunk. The pilots are in training/README.md.
+# The order is the recipe. 1/24 first (the main model, warm-started from the shipped 1/24 when one exists). A CBR
+# with more channels at the same depth starts from the trained model with fewer channels, with the overlap of the
+# c-channel layers, so it starts as that model's decoder: 1/16 from 1/24, 1/32 from 1/48. A 200-step pilot of 1/16
+# gave 27.19 dB on Kodak, against 25.76 from the shipped 1/16. The others start from their own shipped model (the
+# whole model): 1/48 and 1/64. A 300-step pilot at 1/48 gave 23.99 dB, against 22.34 from 1/24's trunk with a new
+# head and 20.76 for d = 4, c = 2 from 1/24's first two channels. Fewer channels lose too much. Without a shipped
+# model, a CBR starts from 1/24's trunk. The pilots are in training/README.md.
 # Every run is resumable: the state (weights, EMA, Adam, RNG; no pickle) lives in ~/.cache/lrisc-sim/train and
 # the EMA weights + model card are exported to $OUT at every validation, so re-running the same command after
 # an interruption, or on a new machine from the committed weights, continues where it stopped.
@@ -22,7 +23,7 @@ DATA=${DATA:-../shared/data/train,../shared/data/train_extra}
 KODAK=${KODAK:-../shared/data/kodak}
 OUT=${OUT:-training/deepjscc}  # committed: a new machine continues from these weights
 SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
-CBRS=${CBRS:-"1/24 1/16 1/32 1/48 1/64"}
+CBRS=${CBRS:-"1/24 1/16 1/48 1/32 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
 FT_STEPS=${FT_STEPS:-16000}  # steps of each warm-started model
 BATCH=${BATCH:-16}
@@ -41,12 +42,14 @@ for cbr in $CBRS; do
     init=""; [ -f "$SHIP/$main.safetensors" ] && [ ! -f "$OUT/$main.safetensors" ] && init="--init $SHIP/$main.safetensors"
   else
     steps=$FT_STEPS; lr=5e-4
-    if [ "$cbr" != 1/16 ] && [ -f "$SHIP/$n.safetensors" ]; then
-      init="--init $SHIP/$n.safetensors"
-    else
-      init="--init $OUT/$main.safetensors"
-      [ -f "$OUT/$main.safetensors" ] || { echo "train 1/24 first (CBRS=\"1/24 ...\")" >&2; exit 2; }
+    case "$cbr" in 1/16) from=$OUT/$main.safetensors ;; 1/32) from=$OUT/$(name 1/48).safetensors ;; *) from="" ;; esac
+    if [ -z "$from" ] && [ -f "$SHIP/$n.safetensors" ]; then
+      from=$SHIP/$n.safetensors
+    elif [ -z "$from" ]; then
+      from=$OUT/$main.safetensors
     fi
+    [ -f "$from" ] || { echo "$cbr starts from $from: train that CBR first" >&2; exit 2; }
+    init="--init $from"
   fi
   kodak=""; [ -d "$KODAK" ] && kodak="--eval-kodak $KODAK --kodak-every 2000"
   $LRISC_SIM train deepjscc --cbr "$cbr" --snr 10 --data "$DATA" --val 4 --steps "$steps" --batch-size "$BATCH" \
