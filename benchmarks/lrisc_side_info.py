@@ -81,13 +81,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if blk > 1:
                 name = f"auto, {blk}x{blk} blocks"
             budget = int(ctx.budget(cbr))
-            row = {"image": it.id, "coding": name, "chosen": enc.info["side_coding"][0], "tokens": q.shape[1],
+            coded, coded_grid = q, grid  # the map that was charged: q, or one index per block
+            if blk > 1:
+                coded = q.reshape(1, *grid)[:, ::blk, ::blk]
+                coded_grid = tuple(coded.shape[-2:])
+                coded = coded.reshape(1, -1)
+            row = {"image": it.id, "coding": name, "chosen": codec.coding.chosen(coded, k, coded_grid)[0],
+                   "tokens": q.shape[1],
                    "budget": budget, "side_bits": float(enc.side_bits[0]), "payload": int(enc.length[0]),
                    "side_share": float(enc.side_bits[0]) / budget,
                    "uses_per_token": int(enc.length[0]) / q.shape[1]}
             if name == "context":  # the real coder on the map that was charged
-                value, nbits = encode_context(q[0].tolist(), grid, k)
-                if decode_context(value, nbits, grid, k) != q[0].tolist():
+                value, nbits = encode_context(coded[0].tolist(), coded_grid, k)
+                if decode_context(value, nbits, coded_grid, k) != coded[0].tolist():
                     raise SystemExit(f"context code of {it.id} did not decode back")
                 row["coded_bits"] = nbits
             if name.startswith("auto") and n < a.decode_limit:

@@ -124,7 +124,7 @@ class LRISCCodec(Codec):
         seeds = [image_seed(x[i], self.seed) for i in range(b)]
         state = {"q": rd.q, "grid": grid, "seeds": seeds, "z": lat.z, "z_tilde": lat.z_tilde,
                  "entropy_bits": lat.token_bits()}
-        info = {"beta": [float(v) for v in rd.beta], "side_coding": self.coding.chosen(rd.coded, len(m.f_e.quantizer.levels), rd.coded_grid),
+        info = {"beta": [float(v) for v in rd.beta], "side_coding": [self.coding.mode] * b,
                 "mean_level": [float(v) for v in m.f_e.quantizer.lengths(rd.q).float().mean(1)]}
         return Encoded(symbols=s, length=length.cpu(), side_bits=rd.side_bits.float().cpu(), state=state,
                        info=info)
