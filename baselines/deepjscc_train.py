@@ -323,6 +323,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"{len(train_paths)} training images, {len(val)} validation; SNR {cfg.snr} dB; {cfg.steps} steps; "
         f"state {state_path}")
 
+    kodak: dict[int, dict] = {}  # Kodak evaluations of the exported weights, by step
+
     def export() -> dict:
         """Validate the EMA weights and write them with their model card to ``path`` (and, every
         ``kodak_every`` steps, their Kodak PSNR into the history)."""
@@ -331,7 +333,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         run.record(train_loss=round(run_loss, 6), val_psnr=round(v, 4))
         save_model(eval_model, path)
         if cfg.eval_kodak and cfg.kodak_every and run.step % cfg.kodak_every == 0:
-            run.history[-1]["kodak_psnr"] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)["psnr_mean"]
+            kodak[run.step] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)
+            run.history[-1]["kodak_psnr"] = kodak[run.step]["psnr_mean"]
         card = model_card(cfg, eval_model, run.history, run.elapsed, val_names, val_snr)
         card["cpu_hours"] = round(run.cpu_hours(), 4)
         card["cpu_hours_prior"] = run.prior_cpu_hours
@@ -411,7 +414,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         card = export()
     if cfg.eval_kodak:
         log(f"evaluating {path.name} on {cfg.eval_kodak} at {cfg.eval_snr:g} dB AWGN")
-        card["kodak"] = evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)
+        card["kodak"] = kodak.get(run.step) or evaluate(path, cfg.eval_kodak, cfg.eval_snr, device=cfg.device)
         ref = REFERENCE_KODAK_10DB.get(cfg.cbr)
         if ref is not None and cfg.eval_snr == 10.0:
             card["kodak"]["paper_scale_reference_psnr"] = ref

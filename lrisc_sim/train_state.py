@@ -11,8 +11,8 @@ parameter's index in the optimizer's ``state_dict``), ``rng.cpu`` (``torch.get_r
 :class:`TrainRun` is the bookkeeping both trainers share around that file: step, elapsed seconds and the
 validation history (the first keys of the JSON meta), the wall clock, the periodic-save and ``--max-minutes``
 timers, CPU-hours and a graceful stop on SIGINT / SIGTERM (:meth:`TrainRun.stop_on_signals`: the loop ends after
-the current step and saves, so an interrupted run loses nothing); :func:`weights_for_export` picks the weights a trainer validates and exports (EMA if any),
-:func:`card_cpu_hours` reads the CPU-hours behind a model card.
+the current step and saves, so an interrupted run loses nothing); :func:`weights_for_export` picks the weights a
+trainer validates and exports (EMA if any), :func:`card_cpu_hours` reads the CPU-hours behind a model card.
 """
 
 from __future__ import annotations

@@ -66,16 +66,13 @@ class RateQuantizer:
 @dataclass
 class RateDecision:
     """Output of ``rate_control``: per image beta (B), rate indices q (B x L), payload uses (B, int64),
-    side bits (B) and side uses (B) under the given charge; ``coded`` is the index map that was sent (q itself,
-    or one index per block, ``B x L_b``) on ``coded_grid``."""
+    side bits (B) and side uses (B) under the given charge."""
 
     beta: torch.Tensor
     q: torch.Tensor
     payload: torch.Tensor
     side_bits: torch.Tensor
     side_uses: torch.Tensor
-    coded: torch.Tensor
-    coded_grid: tuple[int, int] | None
 
 
 def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantizer: RateQuantizer,
@@ -142,10 +139,10 @@ def rate_control(entropy_bits: torch.Tensor, budget: torch.Tensor | int, quantiz
         ok = feasible(mid)
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
-    coded, p, sb, su = evaluate(lo)
-    q = coded if expand is None else coded[:, expand]
-    return RateDecision(beta=lo.float(), q=q, payload=p, side_bits=sb, side_uses=su, coded=coded,
-                        coded_grid=code_grid)
+    q, p, sb, su = evaluate(lo)
+    if expand is not None:
+        q = q[:, expand]
+    return RateDecision(beta=lo.float(), q=q, payload=p, side_bits=sb, side_uses=su)
 
 
 def token_mask(q: torch.Tensor, quantizer: RateQuantizer) -> torch.Tensor:
