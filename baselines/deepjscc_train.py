@@ -299,6 +299,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         except StateError as e:
             raise DeepJSCCError(str(e)) from None
         warm_from, run.prior_cpu_hours = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
+        cfg.init = cfg.init or meta.get("config", {}).get("init")  # the card keeps naming the warm start
         log(f"resumed {state_path} at step {run.step}")
     elif cfg.resume and path.is_file():
         card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
@@ -310,6 +311,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         run.history = card.get("validation", {}).get("history", [])
         run.elapsed = float(card.get("wall_time_s", 0.0))
         run.prior_cpu_hours = float(card.get("cpu_hours_prior", 0.0))
+        cfg.init = cfg.init or card.get("warm_start")
         warm_from = run.step
         log(f"no training state at {state_path}: continuing from the exported weights {path} at step {run.step} "
             f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
@@ -459,11 +461,32 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
     }
 
 
+def _recipe_row(card: dict, stem: str) -> str:
+    """One row of the summary's training-recipe table for a model card."""
+    o, d, init = card["optimizer"], card["data"], card.get("warm_start")
+    start = "random initialisation"
+    if init:
+        start = f"`{Path(init).name}`" + (" (its earlier version)" if Path(init).stem == stem else "")
+    return (f"| {card['cbr']} | {card['steps']} | {d['batch_size']} x {d['crop']}^2 | {o['lr']:g} -> {o['lr_final']:g} "
+            f"(warm-up {o.get('warmup', 0)}) | {card.get('ema_decay') or 'none'} | {start} |")
+
+
+def _order_line(finals: list[tuple[float, str, float]]) -> list[str]:
+    """Whether the final Kodak PSNR at 10 dB rises strictly with the CBR (``finals``: sorted (CBR, label, PSNR))."""
+    if len(finals) < 2:
+        return []
+    rising = all(a[2] < b[2] for a, b in zip(finals, finals[1:]))
+    chain = " < ".join(f"{v:.2f} ({c})" for _, c, v in finals) if rising else \
+        ", ".join(f"{c}: {v:.2f}" for _, c, v in finals)
+    return [f"Kodak PSNR at 10 dB {'rises strictly' if rising else 'does NOT rise strictly'} with the CBR "
+            f"over the finished models: {chain} dB."]
+
+
 def write_summary(folder: str | Path) -> Path:
     """Write ``folder/README.md`` from the model cards (``deepjscc_*.json``) in ``folder``: one row per
     checkpoint, and the validation PSNR per CPU-hour of each so that the training curves are visible."""
     folder = Path(folder)
-    rows, curves = [], []
+    rows, curves, recipes, finals = [], [], [], []
     for p in sorted(folder.glob("deepjscc_*.json")):
         c = json.loads(p.read_text())
         a, k = c["architecture"], c.get("kodak", {})
@@ -482,6 +505,9 @@ def write_summary(folder: str | Path) -> Path:
                      f"{kodak} | "
                      f"{ref if ref else '-'} | {c.get('status', 'final')} | "
                      f"{'`' + Path(init).name + '`' if init else '-'} |"))
+        recipes.append((f, _recipe_row(c, p.stem)))
+        if k and c["training_snr_mode"] == "fixed" and snr == 10:
+            finals.append((f, c["cbr"], k["psnr_mean"]))
         if hist:
             pts = hist if len(hist) <= 12 else [hist[round(i * (len(hist) - 1) / 11)] for i in range(12)]
             curves.append((f, f"| {c['cbr']} | " + ", ".join(
@@ -510,8 +536,17 @@ def write_summary(folder: str | Path) -> Path:
         "| Kodak PSNR @10 dB | paper-scale | status | warm start |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    tail = ["", "## Validation PSNR (dB) against CPU-hours", "",
-            "| CBR | CPU-hours: val PSNR |", "|---|---|"] + [r for _, r in sorted(curves)]
+    tail = [""] + _order_line(sorted(finals))
+    tail += ["", "## How each was trained", "",
+             "Adam; the learning rate warms up linearly over the steps given and then follows a cosine to its final",
+             "value; with an EMA decay, the exported and evaluated weights are the EMA of the training weights. A",
+             "warm start loads the tensors of that checkpoint that fit (with the overlap of the c-channel layers when",
+             "only c differs, the decoder's extra inputs at zero); its CPU-hours are counted in the table above. The",
+             "pilots that chose these starts and crops are in the repository's `training/README.md`.", "",
+             "| CBR | steps | batch x crop | learning rate | EMA | starts from |", "|---|---|---|---|---|---|"]
+    tail += [r for _, r in sorted(recipes)]
+    tail += ["", "## Validation PSNR (dB) against CPU-hours", "",
+             "| CBR | CPU-hours: val PSNR |", "|---|---|"] + [r for _, r in sorted(curves)]
     out = folder / "README.md"
     out.write_text("\n".join(head + [r for _, r in sorted(rows)] + tail) + "\n")
     return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -323,3 +325,32 @@ def test_kodak_curve_in_the_card_and_summary(tmp_path):
     assert "--kodak-every 4" in card["command"]
     table = write_summary(tmp_path / "o").read_text()
     assert f"(Kodak {hist[1]['kodak_psnr']:.2f})" in table
+
+
+def test_resume_keeps_the_warm_start_and_summary_states_recipe_and_order(tmp_path):
+    """A run resumed without --init (from its state, or from its exported weights) still names its warm start;
+    the summary lists each recipe and says whether the Kodak PSNR rises strictly with the CBR."""
+    data = _smooth_images(tmp_path / "d")
+    base = dict(snr="10", data=str(data), val="1", batch_size=2, crop=32, val_every=2, val_crop=32, threads=1,
+                warmup=1)
+    src = TrainConfig(cbr="1/32", out=str(tmp_path / "a"), state=str(tmp_path / "a.safetensors"), steps=2,
+                      arch=DeepJSCCConfig(**SMALL), eval_kodak=str(data), **base)
+    train(src, log=lambda *a: None)
+    ckpt = str(tmp_path / "a" / "deepjscc_cbr1-32_snr10.safetensors")
+    run = dict(cbr="1/16", out=str(tmp_path / "b"), state=str(tmp_path / "b.safetensors"), eval_kodak=str(data),
+               **base)
+    train(TrainConfig(steps=2, init=ckpt, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
+    card = train(TrainConfig(steps=4, resume=True, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
+    assert card["warm_start"] == ckpt and card["steps"] == 4 and f"--init {ckpt}" in card["command"]
+    (tmp_path / "b.safetensors").unlink()  # a new machine: only the committed weights and card
+    card = train(TrainConfig(steps=6, resume=True, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
+    assert card["warm_start"] == ckpt and card["steps"] == 6
+    for p in (tmp_path / "a").iterdir():
+        shutil.copy(p, tmp_path / "b")
+    text = write_summary(tmp_path / "b").read_text()
+    assert "| 1/16 | 6 | 2 x 32^2 | 0.001 -> 5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` |" \
+        in text
+    k32 = json.loads((tmp_path / "b" / "deepjscc_cbr1-32_snr10.json").read_text())["kodak"]["psnr_mean"]
+    k16 = card["kodak"]["psnr_mean"]
+    verdict = "rises strictly" if k32 < k16 else "does NOT rise strictly"
+    assert f"Kodak PSNR at 10 dB {verdict} with the CBR" in text
