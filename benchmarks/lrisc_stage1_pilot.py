@@ -1,6 +1,7 @@
 """Pilot stage-1 recipes for LRISC: continue a checkpoint for a few CPU-minutes, validation metric per CPU-minute.
 
     python benchmarks/lrisc_stage1_pilot.py --mode shipped|mse_T|mix [--crop 128] [--batch 4] [--minutes 3.5]
+        [--init shipped|scratch|CKPT]
         [--eta 0.5] [--lam 0.02] [--lr 2e-4] --out RESULT.json
 
 Modes: ``shipped`` = train.py's stage-1 loss as the shipped model was trained (clipped-SNR x0 MSE + LPIPS,
@@ -26,14 +27,14 @@ CK = str(ROOT / 'lrisc_sim' / 'checkpoints' / 'lrisc' / 'lrisc_small.safetensors
 DATA = ROOT.parent / 'shared' / 'data'
 p = argparse.ArgumentParser()
 p.add_argument('--mode', default='shipped')  # shipped | mse_T | mix
-p.add_argument('--init', default='shipped')
+p.add_argument('--init', default='shipped', help="'shipped', 'scratch' or a checkpoint path")
 p.add_argument('--crop', type=int, default=64); p.add_argument('--batch', type=int, default=8)
 p.add_argument('--minutes', type=float, default=6); p.add_argument('--lr', type=float, default=2e-4)
 p.add_argument('--lam', type=float, default=0.02); p.add_argument('--eta', type=float, default=0.5)
 p.add_argument('--out', required=True)
 a = p.parse_args()
 torch.manual_seed(0)
-m = LRISC.load(CK) if a.init == 'shipped' else LRISC(preset('small'))
+m = LRISC.load(CK if a.init == 'shipped' else a.init) if a.init != 'scratch' else LRISC(preset('small'))
 m.train()
 paths = image_paths(DATA / 'train')
 train_paths = paths[:-4] + image_paths(DATA / 'train_extra')
