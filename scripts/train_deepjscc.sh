@@ -26,8 +26,9 @@ SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
 CBRS=${CBRS:-"1/24 1/16 1/48 1/32 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
 STEPS48=${STEPS48:-16000}    # steps of 1/48, the other model with a Kodak target (from the shipped 1/48)
-FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16, 1/32 and 1/64: each starts from a trained neighbour or its own
-                             # shipped model and only has to keep its place in the CBR order
+FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16 and 1/32: each starts from its trained neighbour (channel overlap)
+                             # and only has to keep its place in the CBR order
+STEPS64=${STEPS64:-4000}     # steps of 1/64, from its own shipped model; it only has to stay below 1/48
 BATCH=${BATCH:-16}
 CROP=${CROP:-96}             # d = 4 models
 CROP8=${CROP8:-128}          # d = 8 models (1/64, 1/48, 1/32): larger crops for the smaller latent
@@ -43,7 +44,7 @@ for cbr in $CBRS; do
     steps=$STEPS; lr=5e-4
     init=""; [ -f "$SHIP/$main.safetensors" ] && [ ! -f "$OUT/$main.safetensors" ] && init="--init $SHIP/$main.safetensors"
   else
-    steps=$FT_STEPS; [ "$cbr" = 1/48 ] && steps=$STEPS48; lr=5e-4
+    case "$cbr" in 1/48) steps=$STEPS48 ;; 1/64) steps=$STEPS64 ;; *) steps=$FT_STEPS ;; esac; lr=5e-4
     case "$cbr" in 1/16) from=$OUT/$main.safetensors ;; 1/32) from=$OUT/$(name 1/48).safetensors ;; *) from="" ;; esac
     if [ -z "$from" ] && [ -f "$SHIP/$n.safetensors" ]; then
       from=$SHIP/$n.safetensors
