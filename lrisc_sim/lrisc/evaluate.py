@@ -4,7 +4,8 @@
 realizations for both codecs, resumable results in ``--out``) at CBR 1/48 over AWGN at 0, 5, 10, 15 dB,
 and stores per-SNR means and 95% confidence intervals of PSNR, MS-SSIM and LPIPS for LRISC and DeepJSCC, plus
 the LPIPS reduction of LRISC relative to DeepJSCC (the paper reports 43.3% on average), in the checkpoint's
-JSON model card under ``"kodak"``.
+JSON model card under ``"kodak"``, and as a table into the block of the folder's README.md between the
+``kodak`` markers (where it has one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,51 @@ from fractions import Fraction
 from pathlib import Path
 
 PAPER_LPIPS_REDUCTION = 43.3  # % vs DeepJSCC, averaged over SNR (paper, Section IV-B)
+
+
+README_BEGIN, README_END = "<!-- kodak:begin (written by lrisc_sim.lrisc.evaluate) -->", "<!-- kodak:end -->"
+
+
+def kodak_markdown(res: dict) -> list[str]:
+    """The card's ``kodak`` section as Markdown: per-SNR PSNR / MS-SSIM / LPIPS of LRISC beside DeepJSCC, the
+    LPIPS change, the channel-use split and the decode time."""
+    lr, dj = res["codecs"]["lrisc"], res["codecs"].get("deepjscc", {})
+    f = lambda d, k, n: f"{d[k]:.{n}f}" if d and k in d else "-"  # noqa: E731
+    lines = [f"Kodak ({lr[next(iter(lr))]['n']} images), CBR {res['cbr_target']} (total, side information "
+             f"included), {res['channel'].upper()}, seed {res['seed']}; 95% CI in the card.", "",
+             "| SNR (dB) | LRISC PSNR | DeepJSCC PSNR | LRISC MS-SSIM | DeepJSCC MS-SSIM | LRISC LPIPS "
+             "| DeepJSCC LPIPS | LPIPS change |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s, v in lr.items():
+        d = dj.get(s)
+        change = f"{100 * (v['lpips'] / d['lpips'] - 1):+.1f}%" if d and d.get("lpips") else "-"
+        lines.append(f"| {s} | {f(v, 'psnr', 2)} | {f(d, 'psnr', 2)} | {f(v, 'ms_ssim', 3)} | {f(d, 'ms_ssim', 3)} "
+                     f"| {f(v, 'lpips', 3)} | {f(d, 'lpips', 3)} | {change} |")
+    v = lr[next(iter(lr))]
+    lines += ["", f"LRISC total CBR {v['cbr_total']:.5f} = payload {v['cbr_payload']:.5f} + side (rate indices) "
+                  f"{v['cbr_side']:.5f} ({100 * v['cbr_side'] / v['cbr_total']:.1f}% of the channel uses) at "
+                  f"{next(iter(lr))} dB; DeepJSCC has no side information. LRISC takes "
+                  f"{sum(x['seconds'] for x in lr.values()) / len(lr):.1f} s per image and SNR point (encode, channel, "
+                  f"decode; {res.get('threads', 1)} CPU thread(s))."]
+    red = res.get("lpips_reduction_vs_deepjscc_pct", {})
+    if dj and red.get("mean") is not None:
+        gaps = [lr[s]["psnr"] - dj[s]["psnr"] for s in lr if s in dj]
+        above = sum(g > 0 for g in gaps)
+        lines += ["", f"LPIPS is {red['mean']:.1f}% below DeepJSCC's on average over the SNRs (paper: "
+                      f"{red['paper']}%). PSNR minus DeepJSCC's: {', '.join(f'{g:+.2f}' for g in gaps)} dB, so "
+                      f"LRISC's PSNR is above DeepJSCC's at {above} of {len(gaps)} SNRs (paper: at every SNR)."]
+    return lines
+
+
+def update_readme(readme: Path, lines: list[str]) -> bool:
+    """Replace the block between the kodak markers of ``readme`` with ``lines``; False when it has no block."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    i, j = text.find(README_BEGIN), text.find(README_END)
+    if i < 0 or j < i:
+        return False
+    readme.write_text(text[:i + len(README_BEGIN)] + "\n" + "\n".join(lines) + "\n" + text[j:])
+    return True
 
 
 def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None, cbr: Fraction = Fraction(1, 48),
@@ -44,7 +90,8 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
                       batch_size=1, codec_options={"lrisc": lopts})
     summary = run_sweep(cfg, out, quiet=True)
     res: dict = {"dataset": data, "channel": "awgn", "cbr_target": f"{cbr.numerator}/{cbr.denominator}",
-                 "snr_db": snrs, "seed": seed, "results_dir": str(out), "codecs": {}, "notes": notes}
+                 "snr_db": snrs, "seed": seed, "results_dir": str(out), "threads": threads, "codecs": {},
+           "notes": notes}
     for codec, g in summary.groupby("codec"):
         rows = {}
         for _, r in g.sort_values("snr_db").iterrows():
@@ -67,6 +114,7 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         card["kodak"] = res
         card_path.write_text(json.dumps(card, indent=2) + "\n")
+        update_readme(card_path.parent / "README.md", kodak_markdown(res))  # the shipped folder's summary
     return res
 
 
