@@ -32,3 +32,25 @@ def test_evaluate_writes_card_and_readme_block(tmp_path, tiny_folder, one_thread
     assert row[2].strip() == f"{lr['15']['psnr']:.2f}" and row[3].strip() == f"{dj['15']['psnr']:.2f}"
     assert row[-2].strip() == f"{100 * (lr['15']['lpips'] / dj['15']['lpips'] - 1):+.1f}%"
     assert f"LPIPS is {red['mean']:.1f}% below DeepJSCC's" in text
+
+
+def test_retrained_weights_need_redo_and_get_a_one_line_error(tmp_path, tiny_folder, one_thread, capsys):
+    """Rows made by other weights are never mixed in: the CLI says to --redo, and --redo recomputes them."""
+    from lrisc_sim.lrisc.evaluate import main
+
+    ckpt = tmp_path / "lrisc_tiny.safetensors"
+    torch.manual_seed(0)
+    LRISC(preset("tiny")).save(ckpt)
+    argv = ["--checkpoint", str(ckpt), "--data", str(tiny_folder), "--snr", "10", "--limit", "1", "--no-compare",
+            "--out", str(tmp_path / "eval")]
+    assert main(argv) == 0
+    first = json.loads(ckpt.with_suffix(".json").read_text())["kodak"]["codecs"]["lrisc"]["10"]
+    torch.manual_seed(1)
+    LRISC(preset("tiny")).save(ckpt)  # "retrained"
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "redo lrisc" in err and "Traceback" not in err
+    assert main(argv + ["--redo", "lrisc"]) == 0
+    again = json.loads(ckpt.with_suffix(".json").read_text())["kodak"]["codecs"]["lrisc"]["10"]
+    assert again["psnr"] != first["psnr"]

@@ -67,8 +67,9 @@ def update_readme(readme: Path, lines: list[str]) -> bool:
 def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None, cbr: Fraction = Fraction(1, 48),
              steps: int | None = None, out: str | Path = "runs/lrisc/eval", compare: tuple[str, ...] = ("deepjscc",),
              device: str = "cpu", threads: int | None = 1, limit: int | None = None, seed: int = 0,
-             update_card: bool = True) -> dict:
-    """Sweep LRISC (and ``compare`` codecs) on ``data``; return the ``kodak`` card section (and write it)."""
+             update_card: bool = True, redo: tuple[str, ...] = ()) -> dict:
+    """Sweep LRISC (and ``compare`` codecs) on ``data``; return the ``kodak`` card section (and write it).
+    ``redo``: codecs whose rows in ``out`` are recomputed (after retraining one of them)."""
     from lrisc_sim.engine import SweepConfig
     from lrisc_sim.registry import make_codec
     from lrisc_sim.sweep_run import run_sweep, set_threads
@@ -88,7 +89,7 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
         lopts["steps"] = steps
     cfg = SweepConfig(codecs=codecs, snr_db=snrs, cbr=[cbr], dataset=data, limit=limit, seed=seed, device=device,
                       batch_size=1, codec_options={"lrisc": lopts})
-    summary = run_sweep(cfg, out, quiet=True)
+    summary = run_sweep(cfg, out, quiet=True, redo=[c for c in redo if c in codecs])
     res: dict = {"dataset": data, "channel": "awgn", "cbr_target": f"{cbr.numerator}/{cbr.denominator}",
                  "snr_db": snrs, "seed": seed, "results_dir": str(out), "threads": threads, "codecs": {},
            "notes": notes}
@@ -132,10 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-compare", action="store_true", help="LRISC only (no DeepJSCC)")
     p.add_argument("--no-card", action="store_true", help="do not write the result into the model card")
+    p.add_argument("--redo", default="", metavar="CODECS",
+                   help="comma-separated codecs (lrisc, deepjscc) whose rows in --out are recomputed")
     a = p.parse_args(argv)
-    res = evaluate(a.checkpoint, a.data, [float(s) for s in a.snr.split(",")], steps=a.steps, out=a.out,
-                   compare=() if a.no_compare else ("deepjscc",), device=a.device, threads=a.threads,
-                   limit=a.limit, update_card=not a.no_card)
+    try:
+        res = evaluate(a.checkpoint, a.data, [float(s) for s in a.snr.split(",")], steps=a.steps, out=a.out,
+                       compare=() if a.no_compare else ("deepjscc",), device=a.device, threads=a.threads,
+                       limit=a.limit, update_card=not a.no_card,
+                       redo=tuple(c for c in a.redo.split(",") if c))
+    except (ValueError, OSError) as e:  # ConfigError (e.g. rows of other weights: --redo), DataError, a bad path
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(res, indent=2))
     return 0
 
