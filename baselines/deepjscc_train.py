@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -292,7 +293,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     run = TrainRun(state_path, threads=cfg.threads or torch.get_num_threads(), world=dist.world,
                    cuda=device.type == "cuda", max_minutes=cfg.max_minutes)
     warm_from = 0
-    ema_state: dict = {}
+    schedule: list[list[int]] = []  # [step, steps]: the cosine's length from that step (it changes when a resumed
+    ema_state: dict = {}            # run is given another --steps)
     if cfg.resume and state_path.is_file():
         try:
             meta, ema_state, _ = run.resume(model, opt, device)
@@ -300,6 +302,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             raise DeepJSCCError(str(e)) from None
         warm_from, run.prior_cpu_hours = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
         cfg.init = cfg.init or meta.get("config", {}).get("init")  # the card keeps naming the warm start
+        schedule = meta.get("schedule") or [[0, int(meta.get("config", {}).get("steps", cfg.steps))]]
         log(f"resumed {state_path} at step {run.step}")
     elif cfg.resume and path.is_file():
         card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
@@ -312,12 +315,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
         run.elapsed = float(card.get("wall_time_s", 0.0))
         run.prior_cpu_hours = float(card.get("cpu_hours_prior", 0.0))
         cfg.init = cfg.init or card.get("warm_start")
+        planned = re.search(r"--steps (\d+)", card.get("command", ""))
+        schedule = card.get("optimizer", {}).get("schedule_steps") or [[0, int(planned[1]) if planned else cfg.steps]]
         warm_from = run.step
         log(f"no training state at {state_path}: continuing from the exported weights {path} at step {run.step} "
             f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
     elif cfg.init:
         warm_start(model, cfg.init, log)
         run.prior_cpu_hours = init_cpu_hours(cfg.init)
+    if not schedule or schedule[-1][1] != cfg.steps:
+        schedule.append([run.step, cfg.steps])
     ema = EMA(model, cfg.ema, ema_state, updates=run.step - warm_from if ema_state else 0) if cfg.ema > 0 else None
     batches = dist.batches(train_paths, cfg.crop, cfg.batch_size, cfg.workers, seed=cfg.seed + 1000 * run.step)
     val_snr = 10.0 if lo <= 10.0 <= hi else (lo + hi) / 2
@@ -341,11 +348,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
         card["cpu_hours"] = round(run.cpu_hours(), 4)
         card["cpu_hours_prior"] = run.prior_cpu_hours
         card["status"] = run.status(cfg.steps)
+        card["optimizer"]["schedule_steps"] = schedule
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         return card
 
     def save() -> None:
         run.save(model, opt, ema.shadow if ema else None, warm_from=warm_from, prior_cpu_hours=run.prior_cpu_hours,
+                 schedule=schedule,
                  config=json.loads(json.dumps(asdict(cfg), default=str)))
 
     net = dist.wrap(model)
@@ -467,7 +476,10 @@ def _recipe_row(card: dict, stem: str) -> str:
     start = "random initialisation"
     if init:
         start = f"`{Path(init).name}`" + (" (its earlier version)" if Path(init).stem == stem else "")
-    return (f"| {card['cbr']} | {card['steps']} | {d['batch_size']} x {d['crop']}^2 | {o['lr']:g} -> {o['lr_final']:g} "
+    sched = o.get("schedule_steps") or []
+    steps = str(card["steps"]) + ("" if len(sched) < 2 else " (cosine over " + ", then ".join(
+        f"{n} from step {s}" for s, n in sched) + ")")
+    return (f"| {card['cbr']} | {steps} | {d['batch_size']} x {d['crop']}^2 | {o['lr']:g} -> {o['lr_final']:g} "
             f"(warm-up {o.get('warmup', 0)}) | {card.get('ema_decay') or 'none'} | {start} |")
 
 

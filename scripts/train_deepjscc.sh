@@ -25,7 +25,7 @@ OUT=${OUT:-training/deepjscc}  # committed: a new machine continues from these w
 SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
 CBRS=${CBRS:-"1/24 1/16 1/48 1/32 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
-STEPS48=${STEPS48:-16000}    # steps of 1/48, the other model with a Kodak target (from the shipped 1/48)
+STEPS48=${STEPS48:-20000}    # steps of 1/48, the other model with a Kodak target (from the shipped 1/48)
 FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16 and 1/32: each starts from its trained neighbour (channel overlap)
                              # and only has to keep its place in the CBR order
 STEPS64=${STEPS64:-4000}     # steps of 1/64, from its own shipped model; it only has to stay below 1/48

@@ -345,11 +345,13 @@ def test_resume_keeps_the_warm_start_and_summary_states_recipe_and_order(tmp_pat
     (tmp_path / "b.safetensors").unlink()  # a new machine: only the committed weights and card
     card = train(TrainConfig(steps=6, resume=True, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
     assert card["warm_start"] == ckpt and card["steps"] == 6
+    assert card["optimizer"]["schedule_steps"] == [[0, 2], [2, 4], [4, 6]]  # each resume lengthened the cosine
     for p in (tmp_path / "a").iterdir():
         shutil.copy(p, tmp_path / "b")
     text = write_summary(tmp_path / "b").read_text()
-    assert "| 1/16 | 6 | 2 x 32^2 | 0.001 -> 5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` |" \
-        in text
+    assert ("| 1/16 | 6 (cosine over 2 from step 0, then 4 from step 2, then 6 from step 4) | 2 x 32^2 | 0.001 -> "
+            "5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` |") in text
+    assert "| 1/32 | 2 | 2 x 32^2 |" in text  # one schedule: just the steps
     k32 = json.loads((tmp_path / "b" / "deepjscc_cbr1-32_snr10.json").read_text())["kodak"]["psnr_mean"]
     k16 = card["kodak"]["psnr_mean"]
     verdict = "rises strictly" if k32 < k16 else "does NOT rise strictly"
