@@ -54,3 +54,11 @@ def test_retrained_weights_need_redo_and_get_a_one_line_error(tmp_path, tiny_fol
     assert main(argv + ["--redo", "lrisc"]) == 0
     again = json.loads(ckpt.with_suffix(".json").read_text())["kodak"]["codecs"]["lrisc"]["10"]
     assert again["psnr"] != first["psnr"]
+
+
+def test_unknown_redo_codec_is_refused(tmp_path, tiny_folder, capsys):
+    from lrisc_sim.lrisc.evaluate import main
+
+    assert main(["--data", str(tiny_folder), "--redo", "deepjsc", "--out", str(tmp_path / "e"), "--no-card"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--redo deepjsc: not a codec of this evaluation" in err

@@ -26,8 +26,9 @@ def kodak_markdown(res: dict) -> list[str]:
     """The card's ``kodak`` section as Markdown: per-SNR PSNR / MS-SSIM / LPIPS of LRISC beside DeepJSCC, the
     LPIPS change, the channel-use split and the decode time."""
     lr, dj = res["codecs"]["lrisc"], res["codecs"].get("deepjscc", {})
+    first = next(iter(lr))  # the lowest SNR
     f = lambda d, k, n: f"{d[k]:.{n}f}" if d and k in d else "-"  # noqa: E731
-    lines = [f"Kodak ({lr[next(iter(lr))]['n']} images), CBR {res['cbr_target']} (total, side information "
+    lines = [f"Kodak ({lr[first]['n']} images), CBR {res['cbr_target']} (total, side information "
              f"included), {res['channel'].upper()}, seed {res['seed']}; 95% CI in the card.", "",
              "| SNR (dB) | LRISC PSNR | DeepJSCC PSNR | LRISC MS-SSIM | DeepJSCC MS-SSIM | LRISC LPIPS "
              "| DeepJSCC LPIPS | LPIPS change |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -36,10 +37,10 @@ def kodak_markdown(res: dict) -> list[str]:
         change = f"{100 * (v['lpips'] / d['lpips'] - 1):+.1f}%" if d and d.get("lpips") else "-"
         lines.append(f"| {s} | {f(v, 'psnr', 2)} | {f(d, 'psnr', 2)} | {f(v, 'ms_ssim', 3)} | {f(d, 'ms_ssim', 3)} "
                      f"| {f(v, 'lpips', 3)} | {f(d, 'lpips', 3)} | {change} |")
-    v = lr[next(iter(lr))]
+    v = lr[first]
     lines += ["", f"LRISC total CBR {v['cbr_total']:.5f} = payload {v['cbr_payload']:.5f} + side (rate indices) "
                   f"{v['cbr_side']:.5f} ({100 * v['cbr_side'] / v['cbr_total']:.1f}% of the channel uses) at "
-                  f"{next(iter(lr))} dB; DeepJSCC has no side information. LRISC takes "
+                  f"{first} dB; DeepJSCC has no side information. LRISC takes "
                   f"{sum(x['seconds'] for x in lr.values()) / len(lr):.1f} s per image and SNR point (encode, channel, "
                   f"decode; {res.get('threads', 1)} CPU thread(s))."]
     red = res.get("lpips_reduction_vs_deepjscc_pct", {})
@@ -89,10 +90,14 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
         lopts["steps"] = steps
     cfg = SweepConfig(codecs=codecs, snr_db=snrs, cbr=[cbr], dataset=data, limit=limit, seed=seed, device=device,
                       batch_size=1, codec_options={"lrisc": lopts})
-    summary = run_sweep(cfg, out, quiet=True, redo=[c for c in redo if c in codecs])
+    unknown = sorted(set(redo) - {"lrisc", *compare})
+    if unknown:
+        raise ValueError(f"--redo {','.join(unknown)}: not a codec of this evaluation (lrisc, "
+                         f"{', '.join(compare) or 'no comparison'})")
+    summary = run_sweep(cfg, out, quiet=True, redo=[c for c in redo if c in codecs])  # compared codecs may be absent
     res: dict = {"dataset": data, "channel": "awgn", "cbr_target": f"{cbr.numerator}/{cbr.denominator}",
                  "snr_db": snrs, "seed": seed, "results_dir": str(out), "threads": threads, "codecs": {},
-           "notes": notes}
+                 "notes": notes}
     for codec, g in summary.groupby("codec"):
         rows = {}
         for _, r in g.sort_values("snr_db").iterrows():
