@@ -26,8 +26,9 @@ SHIP=${SHIP:-lrisc_sim/checkpoints/deepjscc}
 CBRS=${CBRS:-"1/24 1/16 1/48 1/32 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
 STEPS48=${STEPS48:-20000}    # steps of 1/48, the other model with a Kodak target (from the shipped 1/48)
-FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16 and 1/32: each starts from its trained neighbour (channel overlap)
-                             # and only has to keep its place in the CBR order
+FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16, from the trained 1/24 (channel overlap); it only has to stay above 1/24
+STEPS32=${STEPS32:-4000}     # steps of 1/32, from the trained 1/48 (channel overlap); it starts at 1/48's PSNR
+                             # and only has to rise above it (1/16 gained 0.5 dB over its start in 4000 steps)
 STEPS64=${STEPS64:-4000}     # steps of 1/64, from its own shipped model; it only has to stay below 1/48
 BATCH=${BATCH:-16}
 CROP=${CROP:-96}             # d = 4 models
@@ -44,7 +45,7 @@ for cbr in $CBRS; do
     steps=$STEPS; lr=5e-4
     init=""; [ -f "$SHIP/$main.safetensors" ] && [ ! -f "$OUT/$main.safetensors" ] && init="--init $SHIP/$main.safetensors"
   else
-    case "$cbr" in 1/48) steps=$STEPS48 ;; 1/64) steps=$STEPS64 ;; *) steps=$FT_STEPS ;; esac; lr=5e-4
+    case "$cbr" in 1/48) steps=$STEPS48 ;; 1/32) steps=$STEPS32 ;; 1/64) steps=$STEPS64 ;; *) steps=$FT_STEPS ;; esac; lr=5e-4
     case "$cbr" in 1/16) from=$OUT/$main.safetensors ;; 1/32) from=$OUT/$(name 1/48).safetensors ;; *) from="" ;; esac
     if [ -z "$from" ] && [ -f "$SHIP/$n.safetensors" ]; then
       from=$SHIP/$n.safetensors
