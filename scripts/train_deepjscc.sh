@@ -27,9 +27,9 @@ CBRS=${CBRS:-"1/24 1/16 1/48 1/32 1/64"}
 STEPS=${STEPS:-20000}        # steps of the main model (1/24)
 STEPS48=${STEPS48:-20000}    # steps of 1/48, the other model with a Kodak target (from the shipped 1/48)
 FT_STEPS=${FT_STEPS:-8000}   # steps of 1/16, from the trained 1/24 (channel overlap); it only has to stay above 1/24
-STEPS32=${STEPS32:-4000}     # steps of 1/32, from the trained 1/48 (channel overlap); it starts at 1/48's PSNR
+STEPS32=${STEPS32:-3000}     # steps of 1/32, from the trained 1/48 (channel overlap); it starts at 1/48's PSNR
                              # and only has to rise above it (1/16 gained 0.5 dB over its start in 4000 steps)
-STEPS64=${STEPS64:-4000}     # steps of 1/64, from its own shipped model; it only has to stay below 1/48
+STEPS64=${STEPS64:-3000}     # steps of 1/64, from its own shipped model; it only has to stay below 1/48
 BATCH=${BATCH:-16}
 CROP=${CROP:-96}             # d = 4 models
 CROP8=${CROP8:-128}          # d = 8 models (1/64, 1/48, 1/32): larger crops for the smaller latent
