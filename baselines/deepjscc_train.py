@@ -475,7 +475,10 @@ def _recipe_row(card: dict, stem: str) -> str:
     o, d, init = card["optimizer"], card["data"], card.get("warm_start")
     start = "random initialisation"
     if init:
-        start = f"`{Path(init).name}`" + (" (its earlier version)" if Path(init).stem == stem else "")
+        other = re.fullmatch(r"deepjscc_cbr(\d+)-(\d+)_snr.*", Path(init).stem)
+        note = (" (its earlier version)" if Path(init).stem == stem else
+                f" (the trained {other[1]}/{other[2]}, c-channel layers by overlap)" if other else "")
+        start = f"`{Path(init).name}`{note}"
     sched = o.get("schedule_steps") or []
     steps = str(card["steps"]) + ("" if len(sched) < 2 else " (cosine over " + ", then ".join(
         f"{n} from step {s}" for s, n in sched) + ")")

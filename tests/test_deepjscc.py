@@ -350,7 +350,8 @@ def test_resume_keeps_the_warm_start_and_summary_states_recipe_and_order(tmp_pat
         shutil.copy(p, tmp_path / "b")
     text = write_summary(tmp_path / "b").read_text()
     assert ("| 1/16 | 6 (cosine over 2 from step 0, then 4 from step 2, then 6 from step 4) | 2 x 32^2 | 0.001 -> "
-            "5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` |") in text
+            "5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` (the trained 1/32, c-channel layers by "
+            "overlap) |") in text
     assert "| 1/32 | 2 | 2 x 32^2 |" in text  # one schedule: just the steps
     k32 = json.loads((tmp_path / "b" / "deepjscc_cbr1-32_snr10.json").read_text())["kodak"]["psnr_mean"]
     k16 = card["kodak"]["psnr_mean"]
