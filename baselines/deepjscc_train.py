@@ -24,6 +24,7 @@ import torch
 from lrisc_sim.grammar import cbr_fraction
 from lrisc_sim.metrics import psnr, psnr_from_mse
 from lrisc_sim.provenance import cpu_name, git_commit
+from lrisc_sim.results import ci95
 from lrisc_sim.train_state import card_cpu_hours
 from baselines.deepjscc import (DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError, checkpoint_name,
                                 cbr_str, default_levels, load_model, read_config, save_model)
@@ -185,7 +186,7 @@ def evaluate(checkpoint: str | Path, folder: str | Path, snr_db: float = 10.0, s
         per[p.stem] = round(float(psnr(x, y)[0]), 4)
         cbrs.append(float(t.cbr["cbr_payload"][0]))
     v = np.array(list(per.values()))
-    ci = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+    ci = ci95(v) if len(v) > 1 else float("nan")  # Student t, as every results table
     return {"dataset": str(folder), "channel": "awgn", "snr_db": snr_db, "seed": seed, "n_images": len(v),
             "cbr_used": sorted(set(round(c, 8) for c in cbrs)), "psnr_mean": round(float(v.mean()), 4),
             "psnr_ci95": round(float(ci), 4), "per_image": per}
@@ -511,7 +512,8 @@ def write_summary(folder: str | Path) -> Path:
         init = c.get("warm_start")
         hist = c["validation"]["history"]
         seen = [h for h in hist if "kodak_psnr" in h]
-        kodak = (f"{k['psnr_mean']:.2f} +/- {k['psnr_ci95']:.2f}" if k else
+        ci = ci95(np.array(list(k["per_image"].values()))) if k.get("per_image") else k.get("psnr_ci95", 0.0)
+        kodak = (f"{k['psnr_mean']:.2f} +/- {ci:.2f}" if k else
                  f"{seen[-1]['kodak_psnr']:.2f} (step {seen[-1]['step']})" if seen else "-")
         rows.append((f, f"| {c['cbr']} | {a['downsampling']} | {a['latent_channels']} | "
                      f"{a['first_width']}/{a['width']} | {a['parameters']:,} | "
@@ -535,9 +537,10 @@ def write_summary(folder: str | Path) -> Path:
         "Trained by `lrisc-sim train deepjscc` (`scripts/train_deepjscc.sh` runs the whole recipe; the command,",
         "commit, CPU and full validation history are in each `.json` model card). Kodak: the 24 images at 10 dB",
         "AWGN, common random numbers (seed 0, trial 0, ids = file stems), PSNR on outputs rounded to uint8, mean +/-",
-        "95% CI over images. Validation: centre 512x512 crops of the 4 held-out training images at the training SNR",
-        "(EMA weights where the card has `ema_decay` > 0). The paper-scale column is DeepJSCC trained at full",
-        "scale (ARCHITECTURE.md section 5.2); CPU-hours count every warm-start checkpoint behind a model.",
+        "95% CI over images (Student t, as in results/). Validation: centre 512x512 crops of the 4 held-out",
+        "training images at the training SNR (EMA weights where the card has `ema_decay` > 0). The paper-scale",
+        "column is DeepJSCC trained at full scale (ARCHITECTURE.md section 5.2); CPU-hours count every",
+        "warm-start checkpoint behind a model.",
         "",
         "Architecture (`baselines/deepjscc.py`): encoder = 5x5 convolutions with PReLU, no batch norm, `levels`",
         "of them with stride 2 (d = 2^levels), then `extra` stride-1 ones, then a 5x5 convolution to c channels",
