@@ -471,14 +471,15 @@ def model_card(cfg: TrainConfig, model: DeepJSCC, history: list, elapsed: float,
     }
 
 
-def _recipe_row(card: dict, stem: str) -> str:
-    """One row of the summary's training-recipe table for a model card."""
+def _recipe_row(card: dict, stem: str, cbr_of: dict[str, str]) -> str:
+    """One row of the summary's training-recipe table for a model card; ``cbr_of``: checkpoint stem -> CBR of
+    the summary's cards (names a warm start from another CBR)."""
     o, d, init = card["optimizer"], card["data"], card.get("warm_start")
     start = "random initialisation"
     if init:
-        other = re.fullmatch(r"deepjscc_cbr(\d+)-(\d+)_snr.*", Path(init).stem)
-        note = (" (its earlier version)" if Path(init).stem == stem else
-                f" (the trained {other[1]}/{other[2]}, c-channel layers by overlap)" if other else "")
+        other = Path(init).stem
+        note = (" (its earlier version)" if other == stem else
+                f" (the trained {cbr_of[other]}, c-channel layers by overlap)" if other in cbr_of else "")
         start = f"`{Path(init).name}`{note}"
     sched = o.get("schedule_steps") or []
     steps = str(card["steps"]) + ("" if len(sched) < 2 else " (cosine over " + ", then ".join(
@@ -503,8 +504,9 @@ def write_summary(folder: str | Path) -> Path:
     checkpoint, and the validation PSNR per CPU-hour of each so that the training curves are visible."""
     folder = Path(folder)
     rows, curves, recipes, finals = [], [], [], []
-    for p in sorted(folder.glob("deepjscc_*.json")):
-        c = json.loads(p.read_text())
+    cards = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("deepjscc_*.json"))}
+    cbr_of = {stem: c["cbr"] for stem, c in cards.items()}
+    for stem, c in cards.items():
         a, k = c["architecture"], c.get("kodak", {})
         ref = REFERENCE_KODAK_10DB.get(c["cbr"])
         snr = c["training_snr_db"]
@@ -522,7 +524,7 @@ def write_summary(folder: str | Path) -> Path:
                      f"{kodak} | "
                      f"{ref if ref else '-'} | {c.get('status', 'final')} | "
                      f"{'`' + Path(init).name + '`' if init else '-'} |"))
-        recipes.append((f, _recipe_row(c, p.stem)))
+        recipes.append((f, _recipe_row(c, stem, cbr_of)))
         if k and c["training_snr_mode"] == "fixed" and snr == 10:
             finals.append((f, c["cbr"], k["psnr_mean"]))
         if hist:
