@@ -14,10 +14,15 @@
 #       and the perceptual term, from 1a's weights;
 #   2   f_e / f_d (variable-length JSCC, rate tokens, SNR modules) through AWGN, the source model frozen;
 #   3   everything fine-tuned together through the channel; then the Kodak evaluation against DeepJSCC.
+# The small preset's U-Net runs at patch 4 (levels at H/4 .. H/32): 1a builds it fresh and takes g_e, the
+# hyperprior and f_e / f_d whole from INIT1A where they fit (--init-partial; the first run took them from an
+# earlier patch-2 stage-1a run at step 250, which started from the previously shipped model).
 # Every stage is resumable: its state lives in $RUNS/<run>/stageS/state.safetensors (tensors + JSON, no pickle)
 # and is saved every few minutes, at each validation and on Ctrl-C / SIGTERM, so re-running the same command
 # after an interruption continues where it stopped; a finished stage is skipped. On a new machine without the
-# states, set INIT1A to the committed stage-1a weights (training/lrisc/) to continue from them.
+# states, INIT1A (default: the committed stage-1a weights in training/lrisc/) continues from the last commit.
+# Both cores of a CPU: LRISC_SIM="torchrun --nproc-per-node 2 -m lrisc_sim.cli" (DDP over gloo, the same
+# global batch split over the processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
@@ -31,7 +36,7 @@ STEPS1A=${STEPS1A:-20000}
 STEPS1B=${STEPS1B:-6000}
 STEPS2=${STEPS2:-4000}
 STEPS3=${STEPS3:-2000}
-INIT1A=${INIT1A:-lrisc_sim/checkpoints/lrisc/lrisc_small.safetensors}
+INIT1A=${INIT1A:-training/lrisc/lrisc_small_stage1a.safetensors}
 SHIP=${SHIP:-0}
 LRISC_SIM=${LRISC_SIM:-lrisc-sim}
 limit=(); [ -n "${MINUTES:-}" ] && limit=(--max-minutes "$MINUTES")
@@ -39,22 +44,22 @@ common=(--preset small --data "$DATA" --val 4 --batch-size "$BATCH" --crop "$CRO
         --threads "$THREADS" --val-every 250 --save-minutes 10 "${limit[@]}")
 done_stage() { [ -f "$1" ]; }  # a stage writes its final weights only when it has finished
 
-a="$RUNS/a/stage1/lrisc_small_stage1.safetensors"
-done_stage "$a" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/a" --init "$INIT1A" \
+a="$RUNS/a4/stage1/lrisc_small_stage1.safetensors"
+done_stage "$a" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/a4" --init "$INIT1A" --init-partial \
   --steps "$STEPS1A" --lr 2e-4 --eta 0 --no-lpips --t-max-share 1.0 --lam 0.02 --lam-start 0.002 --lam-ramp 0.3 \
   --warmup-steps 0 --aux-weight 0 --val-steps 1
 [ -f "$a" ] || { echo "stage 1a is not finished yet (time limit): run the same command again" >&2; exit 3; }
 
-b="$RUNS/b/stage1/lrisc_small_stage1.safetensors"
-done_stage "$b" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/b" --init "$a" \
+b="$RUNS/b4/stage1/lrisc_small_stage1.safetensors"
+done_stage "$b" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/b4" --init "$a" \
   --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
 [ -f "$b" ] || { echo "stage 1b is not finished yet: run the same command again" >&2; exit 3; }
 
 for s in 2 3; do
   steps=STEPS$s
-  w="$RUNS/b/stage$s/lrisc_small_stage$s.safetensors"
+  w="$RUNS/b4/stage$s/lrisc_small_stage$s.safetensors"
   ship=(); [ "$s" = 3 ] && [ "$SHIP" = 1 ] && ship=(--ship)
-  done_stage "$w" || $LRISC_SIM train lrisc --stage "$s" "${common[@]}" --out "$RUNS/b" --steps "${!steps}" "${ship[@]}"
+  done_stage "$w" || $LRISC_SIM train lrisc --stage "$s" "${common[@]}" --out "$RUNS/b4" --steps "${!steps}" "${ship[@]}"
   [ -f "$w" ] || { echo "stage $s is not finished yet: run the same command again" >&2; exit 3; }
 done
 if [ -d "$KODAK" ]; then

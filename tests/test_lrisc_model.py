@@ -158,7 +158,7 @@ def test_visualize_maps_for_the_transmit_command(model):
         assert v.shape == (3, 60, 50) and float(v.min()) >= 0 and float(v.max()) <= 1
 
 
-@pytest.mark.parametrize("patch", [1, 2])
+@pytest.mark.parametrize("patch", [1, 2, 4])
 def test_unet_context_levels_and_patch(patch):
     from lrisc_sim.lrisc.config import UNetConfig
     from lrisc_sim.lrisc.unet import ConditionalUNet
@@ -168,12 +168,34 @@ def test_unet_context_levels_and_patch(patch):
     net = ConditionalUNet(6, cfg)
     z = torch.randn(2, 6, 4, 4)  # latent of a 64 x 64 image
     ctx = net.context(z)
-    assert len(ctx) == 4  # the first four down-sampling levels get a context map
+    # the first four down-sampling levels get a context map, those at least as fine as the latent (H/16)
+    assert len(ctx) == {1: 4, 2: 4, 4: 3}[patch]
     for j, m in enumerate(ctx):
         assert m.shape == (2, cfg.context_channels[j], 64 // (patch * 2**j), 64 // (patch * 2**j))
     out = net(torch.randn(2, 3, 64, 64), torch.tensor([0.1, 0.9]), context=ctx)
     assert out.shape == (2, 3, 64, 64)
     assert net.context_net.aux(ctx).shape == (2, 3, 64, 64)
+
+
+def test_load_matching_takes_whole_modules_that_fit(tmp_path):
+    """A warm start of a changed U-Net: g_e, the hyperprior and f_e/f_d come from the file, g_d starts fresh."""
+    from dataclasses import replace
+
+    from lrisc_sim.lrisc.config import preset
+
+    old = LRISC(preset("tiny"))
+    old.save(tmp_path / "old.safetensors")
+    cfg = preset("tiny")
+    new = LRISC(replace(cfg, unet=replace(cfg.unet, patch=4)))
+    before = {k: v.clone() for k, v in new.state_dict().items()}
+    fresh = new.load_matching(tmp_path / "old.safetensors")
+    assert fresh == ["g_d"]
+    o, n = old.state_dict(), new.state_dict()
+    for k in n:
+        if k.startswith("g_d."):
+            assert torch.equal(n[k], before[k])  # untouched, even where a tensor's shape would fit
+        else:
+            assert torch.equal(n[k], o[k])
 
 
 def test_shipped_checkpoint_is_the_default():

@@ -109,3 +109,24 @@ def test_stage2_needs_stage1(tmp_path):
     with pytest.raises(ValueError, match="finish stage 1"):
         run_train(_args(["--stage", "2", "--preset", "tiny", "--data", str(data), "--out", str(tmp_path / "r"),
                          "--no-lpips"]))
+
+
+def test_init_partial_keeps_what_fits_and_names_the_rest(tmp_path, capsys):
+    """--init-partial: the preset's architecture, each module of --init that fits whole; stage 1 only."""
+    data = _folder(tmp_path)
+    other = preset("tiny")
+    old = LRISC(replace(other, unet=replace(other.unet, widths=(8, 8))))  # a g_d that does not fit the preset
+    old.save(tmp_path / "old.safetensors")
+    out = tmp_path / "r"
+    common = ["--preset", "tiny", "--data", str(data), "--val", "1", "--out", str(out), "--no-lpips",
+              "--threads", "1", "--val-every", "1", "--val-steps", "1", "--init", str(tmp_path / "old.safetensors")]
+    assert run_train(_args(["--stage", "1", "--steps", "1", "--init-partial", *common])) == 0
+    assert "fresh: g_d" in capsys.readouterr().out
+    m = LRISC.load(out / "stage1" / "lrisc_tiny_stage1.safetensors")
+    assert m.cfg.unet.widths == preset("tiny").unet.widths  # the preset's architecture, not the file's
+    card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert "--init-partial" in card["command"]
+    with pytest.raises(ValueError, match="for stage 1"):
+        run_train(_args(["--stage", "2", "--init-partial", *common]))
+    with pytest.raises(ValueError, match="needs --init"):
+        run_train(_args(["--stage", "1", "--init-partial", *common[:-2]]))

@@ -184,7 +184,7 @@ SIDE_INFO = {"rate_block": 2, "side_codes": ("fixed", "enumerative", "context")}
 def preset(name: str) -> LRISCConfig:
     """The model config of a named preset: ``small`` (default, CPU), ``paper`` (GPU), ``tiny`` (tests)."""
     if name == "small":
-        return LRISCConfig(preset="small", jscc=JSCCConfig(**SIDE_INFO))
+        return LRISCConfig(preset="small", jscc=JSCCConfig(**SIDE_INFO), unet=UNetConfig(patch=4))
     if name == "paper":
         return LRISCConfig(
             preset="paper",

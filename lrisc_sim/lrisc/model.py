@@ -155,6 +155,23 @@ class LRISC(nn.Module):
         if card is not None:
             path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
+    def load_matching(self, path: str | Path) -> list[str]:
+        """Warm start of a changed architecture: take from the LRISC checkpoint ``path`` every top-level module
+        (``g_e``, ``h_e``, ``h_d``, ``prior_y``, ``f_e``, ``f_d``, ``g_d``) whose tensors all fit this model's by
+        name and shape, whole; a module that does not fit whole (e.g. g_d under a new U-Net) starts fresh.
+        Returns the modules that start fresh."""
+        old = LRISC.load(path).state_dict()  # checks the file (no pickle, an LRISC checkpoint)
+        own = self.state_dict()
+        fresh = []
+        for name, module in self.named_children():
+            keys = [k for k in own if k.split(".")[0] == name]
+            if keys and all(k in old and old[k].shape == own[k].shape for k in keys) and \
+                    sum(k.split(".")[0] == name for k in old) == len(keys):
+                module.load_state_dict({k[len(name) + 1:]: old[k] for k in keys})
+            elif keys:
+                fresh.append(name)
+        return fresh
+
     @staticmethod
     def load(path: str | Path, device: str | torch.device = "cpu") -> LRISC:
         """Read a model written by ``save`` (eval mode)."""

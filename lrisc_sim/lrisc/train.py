@@ -61,6 +61,7 @@ class RunConfig:
     val: str = "4"  # a folder, or N: hold out the last N images of ``data``
     out: str = "runs/lrisc"
     init: str | None = None
+    init_partial: bool = False  # stage 1: the preset's architecture, from --init every module that fits whole
     resume: bool = True
     device: str = "cpu"
     threads: int | None = None
@@ -304,11 +305,21 @@ def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptu
 def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
     """A fresh model (stage 1) or the previous stage's weights (``--init``, default OUT/stage{S-1})."""
     if cfg.stage == 1 and not cfg.init:
+        if cfg.init_partial:
+            raise ValueError("--init-partial needs --init CHECKPOINT (the weights to take what fits from)")
         return LRISC(preset(cfg.preset)).to(device)
     init = Path(cfg.init) if cfg.init else cfg.weights_path(cfg.stage - 1)
     if not init.is_file():
         raise ValueError(f"stage {cfg.stage} starts from {init}, which does not exist: finish stage "
                          f"{cfg.stage - 1} first or pass --init PATH")
+    if cfg.init_partial:
+        if cfg.stage != 1:
+            raise ValueError(f"--init-partial is for stage 1 (a new architecture); stage {cfg.stage} continues "
+                             "the previous stage's model: drop --init-partial")
+        model = LRISC(preset(cfg.preset))
+        fresh = model.load_matching(init)
+        log(f"preset '{cfg.preset}' initialised from {init} where it fits; fresh: {', '.join(fresh) or 'none'}")
+        return model.to(device).train()
     log(f"initialising from {init}")
     model = LRISC.load(init, device)
     if model.cfg.preset != cfg.preset:
@@ -502,6 +513,8 @@ def command_line(cfg: RunConfig) -> str:
             parts += [f"--lam-start {t.lam_start:g}", f"--lam-ramp {t.lam_ramp:g}"]
     if cfg.init:
         parts.append(f"--init {cfg.init}")
+    if cfg.init_partial:
+        parts.append("--init-partial")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
     if not cfg.perceptual:
@@ -579,6 +592,9 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="stage 1: rate weight at step 0, ramped to --lam over --lam-ramp of the steps")
     p.add_argument("--lam-ramp", type=float, default=None, help="stage 1: fraction of the steps of that ramp")
     p.add_argument("--init", default=None, help="weights to start from (default: the previous stage's in --out)")
+    p.add_argument("--init-partial", action="store_true",
+                   help="stage 1: build the --preset architecture and take from --init each module that fits whole "
+                        "(g_e, hyperprior, f_e/f_d, g_d); the others start fresh (the log names them)")
     p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.safetensors, lrisc_PRESET_stageS.*}")
     p.add_argument("--no-resume", action="store_true",
                    help="start the stage afresh even if OUT/stageS/state.safetensors exists")
@@ -612,7 +628,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over["lr_stage3" if args.stage == 3 else "lr"] = args.lr
     tc = replace(tc, **over)
     return RunConfig(stage=args.stage, preset=args.preset, data=args.data, val=str(args.val), out=args.out,
-                     init=args.init, resume=not args.no_resume, device=args.device, threads=args.threads,
+                     init=args.init, init_partial=args.init_partial, resume=not args.no_resume,
+                     device=args.device, threads=args.threads,
                      seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
                      save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
                      ship=args.ship, workers=args.workers, train=tc)

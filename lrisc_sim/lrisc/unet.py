@@ -6,9 +6,10 @@ up-) sampling; the widths grow as 64 j for levels j = 1..6 (``UNetConfig.widths`
 context map for each of the first four down-sampling levels (H, H/2, H/4, H/8), concatenated to that level's
 input. The time input is the continuous n / N_train (sinusoidal embedding of 1000 n / N_train).
 
-``patch`` > 1 (the small CPU preset uses 2) folds p x p pixel blocks into channels before the first level
+``patch`` > 1 (the small CPU preset uses 4) folds p x p pixel blocks into channels before the first level
 (pixel unshuffle, as in patch-based diffusion backbones) and unfolds them at the output, so the levels run at
-H/p, H/2p, ...: about p^2 times less compute; the paper preset uses p = 1.
+H/p, H/2p, ...: about p^2 times less compute; the paper preset uses p = 1. Only the levels at least as fine as
+the latent (H/16) get a context map (``context_levels``).
 
 The context maps depend on z_hat only, so a sampler computes them once and reuses them at every step
 (``ConditionalUNet.context``). ``ContextNet`` also has a 1x1 auxiliary head giving a direct estimate of x0 from
@@ -94,6 +95,13 @@ class Attention(nn.Module):
         return x + self.out(o.reshape(b, -1, h, w))
 
 
+def context_levels(cfg: UNetConfig) -> int:
+    """How many U-Net levels get a context map: the first (at most four) whose resolution H/(p 2^j) is at
+    least the latent's H/16."""
+    fits = sum(1 for j in range(len(cfg.widths)) if cfg.patch * 2**j <= 16)
+    return min(N_CONTEXT_LEVELS, len(cfg.widths), fits)
+
+
 class ContextNet(nn.Module):
     """z_hat ``B x C x h x w`` (h = H/16) -> context maps for U-Net levels 0..min(4, levels)-1, level j at
     H/(p 2^j) (p the U-Net's patch size) with ``context_channels[j]`` channels, made by a ResNet block at the
@@ -102,7 +110,7 @@ class ContextNet(nn.Module):
 
     def __init__(self, latent_channels: int, cfg: UNetConfig):
         super().__init__()
-        self.n_out = min(N_CONTEXT_LEVELS, len(cfg.widths))
+        self.n_out = context_levels(cfg)
         self.patch = cfg.patch
         ch = [cfg.context_channels[min(j, len(cfg.context_channels) - 1)] for j in range(self.n_out)]
         # resolution of level j is H / (patch 2^j) = latent resolution * 2^(s_j), s_j = log2(16 / (patch 2^j))
@@ -149,6 +157,7 @@ class ConditionalUNet(nn.Module):
         if len(cfg.attention) != L:
             raise ValueError("UNetConfig.attention needs one flag per level")
         self.context_net = ContextNet(latent_channels, cfg)
+        n_ctx = self.context_net.n_out
         ctx_ch = [cfg.context_channels[min(j, len(cfg.context_channels) - 1)] for j in range(L)]
         td = cfg.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(td, 4 * td), nn.SiLU(), nn.Linear(4 * td, 4 * td))
@@ -161,7 +170,7 @@ class ConditionalUNet(nn.Module):
         for j, w in enumerate(cfg.widths):
             blocks = nn.ModuleList()
             for r in range(cfg.res_blocks):
-                extra = ctx_ch[j] if (r == 0 and j < N_CONTEXT_LEVELS) else 0
+                extra = ctx_ch[j] if (r == 0 and j < n_ctx) else 0
                 blocks.append(ResBlock(c + extra, w, temb, cfg.dropout))
                 c = w
                 if cfg.attention[j]:
