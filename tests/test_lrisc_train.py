@@ -130,3 +130,26 @@ def test_init_partial_keeps_what_fits_and_names_the_rest(tmp_path, capsys):
         run_train(_args(["--stage", "2", "--init-partial", *common]))
     with pytest.raises(ValueError, match="needs --init"):
         run_train(_args(["--stage", "1", "--init-partial", *common[:-2]]))
+
+
+def test_ema_weights_are_exported_and_resumed(tmp_path):
+    """With --ema the exported weights are the EMA of the training weights, kept across a resume."""
+    from lrisc_sim.train_state import read_state
+
+    data = _folder(tmp_path)
+    out = tmp_path / "r"
+    common = ["--preset", "tiny", "--data", str(data), "--val", "1", "--out", str(out), "--no-lpips",
+              "--threads", "1", "--val-every", "2", "--val-steps", "1", "--stage", "1", "--lr", "1e-2"]
+    assert run_train(_args([*common, "--steps", "2", "--ema", "0.5"])) == 0
+    tensors, doc = read_state(out / "stage1" / "state.safetensors")
+    assert doc["meta"]["ema_updates"] == 2 and any(k.startswith("ema.") for k in tensors)
+    assert run_train(_args([*common, "--steps", "4", "--ema", "0.5"])) == 0
+    tensors, doc = read_state(out / "stage1" / "state.safetensors")
+    assert doc["meta"]["ema_updates"] == 4  # continued, not restarted
+    final = LRISC.load(out / "stage1" / "lrisc_tiny_stage1.safetensors").state_dict()
+    raw = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    w = "g_e.net.0.weight"
+    assert torch.equal(final[w], ema[w]) and not torch.equal(final[w], raw[w])
+    card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert card["ema_decay"] == 0.5 and "--ema 0.5" in card["command"]

@@ -62,6 +62,7 @@ class RunConfig:
     out: str = "runs/lrisc"
     init: str | None = None
     init_partial: bool = False  # stage 1: the preset's architecture, from --init every module that fits whole
+    ema: float = 0.999  # EMA decay of the weights that are validated, exported and written (0: the raw weights)
     resume: bool = True
     device: str = "cpu"
     threads: int | None = None
@@ -363,6 +364,8 @@ def train(cfg: RunConfig, log=print) -> dict:
     run = TrainRun(sdir / STATE_NAME, threads=cfg.threads or torch.get_num_threads(), world=dist.world,
                    cuda=device.type == "cuda", save_minutes=cfg.save_minutes, max_minutes=cfg.max_minutes)
     loss_avg: dict[str, float] = {}  # running averages of the loss terms (the state's meta key "ema")
+    ema_state: dict[str, torch.Tensor] = {}
+    ema_updates = 0
     if cfg.resume:
         legacy = sdir / "state.pt"  # written by earlier versions with torch.save (a pickle): never loaded
         if not run.path.exists() and legacy.exists():
@@ -370,8 +373,9 @@ def train(cfg: RunConfig, log=print) -> dict:
                              f"never loaded: delete it (stage {cfg.stage} then restarts from step 0) or pass "
                              "--no-resume")
         if run.path.exists():
-            meta, _, _ = run.resume(model, opt, device)
+            meta, ema_state, _ = run.resume(model, opt, device)
             loss_avg = meta["ema"]
+            ema_updates = int(meta.get("ema_updates", 0)) if ema_state else 0
             log(f"resumed {run.path} at step {run.step}")
     crop_seed = cfg.seed + 1000 * run.step + 100_000 * cfg.stage  # a fresh crop stream after a resume
     n_train = len(train_paths)
@@ -385,14 +389,27 @@ def train(cfg: RunConfig, log=print) -> dict:
         f"{len(val)} validation; {tc.crop}x{tc.crop} crops, batch {tc.batch}; {cfg.steps} steps; "
         f"d_p {'LPIPS' if perceptual else 'off'}")
 
+    # the weights that are validated and exported: an EMA of the training weights (rank 0 keeps it)
+    ema = EMA(model, cfg.ema, ema_state, ema_updates) if cfg.ema > 0 and dist.main else None
+    if ema is not None and not ema_state and run.step > 0:
+        log(f"EMA (decay {cfg.ema:g}) starts at step {run.step} from the current weights")
+
     def save() -> None:  # safetensors + JSON (lrisc_sim.train_state), written atomically; no pickle
-        run.save(model, opt, ema=loss_avg, config=asdict(cfg))
+        run.save(model, opt, ema.shadow if ema else None, ema=loss_avg, ema_updates=ema.updates if ema else 0,
+                 config=asdict(cfg))
+
+    def evaluated() -> LRISC:
+        """The EMA weights (if any) in a model of the same architecture and SNR-module switches."""
+        m = weights_for_export(model, ema, lambda: LRISC(model.cfg).to(device))
+        m.f_e.snr.enabled, m.f_d.snr.enabled = model.f_e.snr.enabled, model.f_d.snr.enabled
+        return m
 
     def validate_and_export() -> dict:
         """Validate, record the point in the history, export the weights with their card (rank 0 only)."""
-        v = validate(model, cfg.stage, val, device, perceptual, cfg.val_steps)
+        v = validate(evaluated(), cfg.stage, val, device, perceptual, cfg.val_steps)
+        model.train()
         run.record(train={k: round(x, 5) for k, x in loss_avg.items()}, val=v)
-        export(cfg, model, run, val_names)
+        export(cfg, model, run, val_names, ema)
         bar.write(f"step {run.step}: train {json.dumps(run.history[-1]['train'])}; val {json.dumps(v)}; "
                   f"{run.elapsed:.0f} s")
         return v
@@ -414,6 +431,8 @@ def train(cfg: RunConfig, log=print) -> dict:
             out.total.backward()
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update(model)
             run.step += 1
             parts = {k: dist.mean(v) for k, v in out.parts.items()} if dist.active else out.parts
             for k, v in parts.items():
@@ -459,8 +478,9 @@ def train(cfg: RunConfig, log=print) -> dict:
         return {"stage": cfg.stage, "step": run.step, "stopped": True}
     card = model_card(cfg, model, run.history, run.elapsed, val_names)
     path = cfg.weights_path()
-    model.set_snr_modules(True)
-    model.save(path, card)
+    final = evaluated()
+    final.set_snr_modules(True)
+    final.save(path, card)
     log(f"wrote {path} and {path.with_suffix('.json').name}")
     if cfg.ship:
         ship(path)
@@ -515,6 +535,7 @@ def command_line(cfg: RunConfig) -> str:
         parts.append(f"--init {cfg.init}")
     if cfg.init_partial:
         parts.append("--init-partial")
+    parts.append(f"--ema {cfg.ema:g}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
     if not cfg.perceptual:
@@ -546,6 +567,7 @@ def model_card(cfg: RunConfig, model: LRISC, history: list, elapsed: float, val_
         "config": model.cfg.to_dict(),
         "parameters": {**counts, "total": sum(counts.values())},
         "training": asdict(cfg.train),
+        "ema_decay": cfg.ema,
         "data": {"train": cfg.data, "train_images": n_train, "validation": val_names if cfg.val.isdigit() else cfg.val},
         "perceptual_loss": "LPIPS (alex, v0.1)" if cfg.perceptual else "off",
         "steps": steps_done,
@@ -592,6 +614,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="stage 1: rate weight at step 0, ramped to --lam over --lam-ramp of the steps")
     p.add_argument("--lam-ramp", type=float, default=None, help="stage 1: fraction of the steps of that ramp")
     p.add_argument("--init", default=None, help="weights to start from (default: the previous stage's in --out)")
+    p.add_argument("--ema", type=float, default=d.ema,
+                   help="EMA decay of the weights that are validated, exported and written (0: the raw weights)")
     p.add_argument("--init-partial", action="store_true",
                    help="stage 1: build the --preset architecture and take from --init each module that fits whole "
                         "(g_e, hyperprior, f_e/f_d, g_d); the others start fresh (the log names them)")
@@ -628,7 +652,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over["lr_stage3" if args.stage == 3 else "lr"] = args.lr
     tc = replace(tc, **over)
     return RunConfig(stage=args.stage, preset=args.preset, data=args.data, val=str(args.val), out=args.out,
-                     init=args.init, init_partial=args.init_partial, resume=not args.no_resume,
+                     init=args.init, init_partial=args.init_partial, ema=args.ema, resume=not args.no_resume,
                      device=args.device, threads=args.threads,
                      seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
                      save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
