@@ -406,10 +406,11 @@ def train(cfg: RunConfig, log=print) -> dict:
 
     def validate_and_export() -> dict:
         """Validate, record the point in the history, export the weights with their card (rank 0 only)."""
-        v = validate(evaluated(), cfg.stage, val, device, perceptual, cfg.val_steps)
+        evm = evaluated()
+        v = validate(evm, cfg.stage, val, device, perceptual, cfg.val_steps)
         model.train()
         run.record(train={k: round(x, 5) for k, x in loss_avg.items()}, val=v)
-        export(cfg, model, run, val_names, ema)
+        export(cfg, model, run, val_names, evm)
         bar.write(f"step {run.step}: train {json.dumps(run.history[-1]['train'])}; val {json.dumps(v)}; "
                   f"{run.elapsed:.0f} s")
         return v
@@ -488,15 +489,15 @@ def train(cfg: RunConfig, log=print) -> dict:
     return card
 
 
-def export(cfg: RunConfig, model: LRISC, run: TrainRun, val_names: list, ema: EMA | None = None) -> Path:
-    """Write the weights of a run in progress (EMA if any, else the current ones) in the shipped format with
-    their card (:func:`model_card` plus ``status`` and ``cpu_hours``, this stage's) to
-    ``OUT/stageS/export.safetensors`` and ``export.json``; return the weights' path."""
+def export(cfg: RunConfig, model: LRISC, run: TrainRun, val_names: list, weights: LRISC | None = None) -> Path:
+    """Write the weights of a run in progress (``weights``: the validated model, e.g. the EMA; default
+    ``model``) in the shipped format with their card (:func:`model_card` plus ``status`` and ``cpu_hours``, this
+    stage's) to ``OUT/stageS/export.safetensors`` and ``export.json``; return the weights' path."""
     card = model_card(cfg, model, run.history, run.elapsed, val_names)
     card["status"] = run.status(cfg.steps)
     card["cpu_hours"] = round(run.cpu_hours(), 4)
     path = cfg.stage_dir() / EXPORT_NAME
-    weights_for_export(model, ema, lambda: LRISC(model.cfg).to(next(model.parameters()).device)).save(path, card)
+    (weights or model).save(path, card)
     return path
 
 
