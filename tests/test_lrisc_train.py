@@ -153,3 +153,44 @@ def test_ema_weights_are_exported_and_resumed(tmp_path):
     assert torch.equal(final[w], ema[w]) and not torch.equal(final[w], raw[w])
     card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
     assert card["ema_decay"] == 0.5 and "--ema 0.5" in card["command"]
+
+
+def test_continue_from_an_export_on_a_new_machine(tmp_path, capsys):
+    """--continue-from: without the state, a stage goes on from its committed export at the export's step, with
+    its validation history and CPU-hours; mismatched exports get a one-line error."""
+    import shutil
+
+    data = _folder(tmp_path)
+    common = ["--preset", "tiny", "--data", str(data), "--val", "1", "--no-lpips", "--threads", "1",
+              "--val-every", "2", "--val-steps", "1", "--stage", "1"]
+    assert run_train(_args([*common, "--out", str(tmp_path / "a"), "--steps", "2"])) == 0
+    exp = tmp_path / "committed.safetensors"
+    shutil.copy(tmp_path / "a" / "stage1" / "export.safetensors", exp)
+    shutil.copy(tmp_path / "a" / "stage1" / "export.json", exp.with_suffix(".json"))
+    before = json.loads(exp.with_suffix(".json").read_text())
+    out = tmp_path / "b"  # a new machine: no state
+    assert run_train(_args([*common, "--out", str(out), "--steps", "4", "--continue-from", str(exp)])) == 0
+    assert "continuing" in capsys.readouterr().out
+    card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert card["steps"] == 4 and [h["step"] for h in card["history"]] == [2, 4]
+    assert card["history"][0] == before["history"][0]
+    assert card["history"][1]["cpu_hours"] >= before["cpu_hours"]
+    assert card["continued_from"]["step"] == 2 and "--continue-from" in card["command"]
+    for extra, msg in ((["--steps", "2"], "raise --steps"), (["--steps", "4", "--init", str(exp)], "drop --init"),
+                       (["--steps", "4", "--stage", "2"], "not an export of stage 2")):
+        with pytest.raises(ValueError, match=msg):
+            run_train(_args([*common, "--out", str(tmp_path / "c"), "--continue-from", str(exp), *extra]))
+    wide = preset("tiny")
+    LRISC(replace(wide, unet=replace(wide.unet, widths=(8, 8)))).save(tmp_path / "w.safetensors", before)
+    with pytest.raises(ValueError, match="--init-partial"):
+        run_train(_args([*common, "--out", str(tmp_path / "c"), "--steps", "4", "--continue-from",
+                         str(tmp_path / "w.safetensors")]))
+
+
+def test_lr_rewarms_after_a_continue():
+    from lrisc_sim.lrisc.train import lr_at
+
+    assert lr_at(0, 1000, 1.0) == pytest.approx(0.01) and lr_at(100, 1000, 1.0) == pytest.approx(1.0)
+    assert lr_at(1000, 1000, 1.0) == pytest.approx(0.1)
+    assert lr_at(500, 1000, 1.0, warm_from=500) == pytest.approx(lr_at(500, 1000, 1.0) / 100)
+    assert lr_at(600, 1000, 1.0, warm_from=500) == pytest.approx(lr_at(600, 1000, 1.0))

@@ -62,6 +62,8 @@ class RunConfig:
     out: str = "runs/lrisc"
     init: str | None = None
     init_partial: bool = False  # stage 1: the preset's architecture, from --init every module that fits whole
+    continue_from: str | None = None  # an export of this stage in progress, continued when the state is absent
+    continued: dict | None = None  # where a continued run came from: {"from", "step", "command"} (the card's)
     ema: float = 0.999  # EMA decay of the weights that are validated, exported and written (0: the raw weights)
     resume: bool = True
     device: str = "cpu"
@@ -224,12 +226,12 @@ class _StageStep(torch.nn.Module):
         return stage_loss(self.model, self.stage, x, step, self.tc, self.perceptual)
 
 
-def lr_at(step: int, total: int, base: float, warm: int = 100) -> float:
-    """Linear warm-up over ``warm`` steps, then cosine decay to a tenth of ``base``."""
-    if step < warm:
-        return base * (step + 1) / warm
-    t = min((step - warm) / max(total - warm, 1), 1.0)
-    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+def lr_at(step: int, total: int, base: float, warm: int = 100, warm_from: int = 0) -> float:
+    """Cosine decay from ``base`` (after the first ``warm`` steps) to a tenth of it at ``total``, times a linear
+    warm-up over the ``warm`` steps from ``warm_from`` (0, or the step a run continued at with a fresh optimizer)."""
+    t = min(max(step - warm, 0) / max(total - warm, 1), 1.0)
+    ramp = min((step - warm_from + 1) / warm, 1.0) if warm > 0 else 1.0
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * t))) * ramp
 
 
 # ---------------------------------------------------------------- data and validation
@@ -305,6 +307,8 @@ def validate(model: LRISC, stage: int, val: list, device: torch.device, perceptu
 
 def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
     """A fresh model (stage 1) or the previous stage's weights (``--init``, default OUT/stage{S-1})."""
+    if cfg.continue_from:
+        return LRISC.load(cfg.continue_from, device).train()  # checked by continue_card
     if cfg.stage == 1 and not cfg.init:
         if cfg.init_partial:
             raise ValueError("--init-partial needs --init CHECKPOINT (the weights to take what fits from)")
@@ -332,6 +336,33 @@ def build_model(cfg: RunConfig, device: torch.device, log=print) -> LRISC:
     return model.train()
 
 
+def continue_card(cfg: RunConfig) -> dict:
+    """The card of ``--continue-from`` (an ``export.safetensors`` of this stage in progress, e.g. committed from
+    another machine), checked against the command: same stage, same architecture as the preset, not finished."""
+    path = Path(cfg.continue_from)
+    if cfg.init or cfg.init_partial:
+        raise ValueError("--continue-from already gives the weights (and the step) to start from: drop --init / "
+                         "--init-partial")
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise ValueError(f"--continue-from {path}: needs the weights and their card {path.with_suffix('.json').name} "
+                         "(a stage's export.safetensors + export.json)")
+    card = json.loads(path.with_suffix(".json").read_text())
+    if card.get("stage") != cfg.stage or "history" not in card or "steps" not in card:
+        raise ValueError(f"--continue-from {path}: its card is not an export of stage {cfg.stage} in progress "
+                         f"(stage {card.get('stage')}); use --init to start from other weights")
+    from lrisc_sim.safeio import safetensors_metadata
+
+    arch = json.loads(safetensors_metadata(path, "LRISC checkpoint", "give an export.safetensors of this stage")
+                      .get("config", "null"))
+    if arch != json.loads(json.dumps(preset(cfg.preset).to_dict())):
+        raise ValueError(f"--continue-from {path}: its architecture is not preset '{cfg.preset}' of this version; "
+                         "use --init --init-partial to take what fits")
+    if int(card["steps"]) >= cfg.steps:
+        raise ValueError(f"--continue-from {path}: it is at step {card['steps']}, not before this stage's "
+                         f"--steps {cfg.steps}: raise --steps or start stage {cfg.stage + 1} from it with --init")
+    return card
+
+
 def train(cfg: RunConfig, log=print) -> dict:
     """Run (or continue) one stage; return its model card (also written beside the weights).
 
@@ -350,6 +381,13 @@ def train(cfg: RunConfig, log=print) -> dict:
         torch.set_num_threads(cfg.threads)
     device = dist.device
     torch.manual_seed(cfg.seed + 7919 * cfg.stage)
+    sdir = cfg.stage_dir()
+    resuming = cfg.resume and (sdir / STATE_NAME).exists()
+    cont = continue_card(cfg) if cfg.continue_from and not resuming else None
+    if cfg.continue_from and resuming:
+        log(f"{sdir / STATE_NAME} exists (this run's own state, newer than any export): resuming it, not "
+            f"--continue-from {cfg.continue_from}")
+        cfg.continue_from = None
     model = build_model(cfg, device, log)
     tc = cfg.train
     dist.local_batch(tc.batch)  # the global batch must split evenly over the ranks
@@ -360,12 +398,21 @@ def train(cfg: RunConfig, log=print) -> dict:
     opt = torch.optim.Adam(params, lr=lr)
     perceptual = load_perceptual(device, cfg.perceptual and tc.eta > 0, log)
     train_paths, val, val_names = split_data(cfg)
-    sdir = cfg.stage_dir()
     run = TrainRun(sdir / STATE_NAME, threads=cfg.threads or torch.get_num_threads(), world=dist.world,
                    cuda=device.type == "cuda", save_minutes=cfg.save_minutes, max_minutes=cfg.max_minutes)
     loss_avg: dict[str, float] = {}  # running averages of the loss terms (the state's meta key "ema")
     ema_state: dict[str, torch.Tensor] = {}
     ema_updates = 0
+    warm_from = 0  # the step the learning rate was last warmed up from (a continue starts a fresh optimizer)
+    if cont is not None:
+        run.step, run.history, run.elapsed = int(cont["steps"]), list(cont["history"]), float(cont["wall_time_s"])
+        # CPU-hours go on from the card's, whatever threads x processes this machine runs
+        run.prior_cpu_hours = float(cont.get("cpu_hours", 0.0)) - run.cpu_hours(run.elapsed)
+        cfg.continued = {"from": str(cfg.continue_from), "step": run.step, "command": cont.get("command"),
+                         "commit": cont.get("commit")}
+        warm_from = ema_updates = run.step  # the EMA starts at the exported (EMA) weights at its full decay
+        log(f"no training state at {run.path}: continuing {cfg.continue_from} at step {run.step} with a fresh "
+            f"optimizer (learning rate warmed up again over 100 steps)")
     if cfg.resume:
         legacy = sdir / "state.pt"  # written by earlier versions with torch.save (a pickle): never loaded
         if not run.path.exists() and legacy.exists():
@@ -376,6 +423,9 @@ def train(cfg: RunConfig, log=print) -> dict:
             meta, ema_state, _ = run.resume(model, opt, device)
             loss_avg = meta["ema"]
             ema_updates = int(meta.get("ema_updates", 0)) if ema_state else 0
+            warm_from, run.prior_cpu_hours = int(meta.get("warm_from", 0)), float(meta.get("prior_cpu_hours", 0.0))
+            saved = meta.get("config", {})  # the card keeps naming where a continued run came from
+            cfg.continue_from, cfg.continued = saved.get("continue_from"), saved.get("continued")
             log(f"resumed {run.path} at step {run.step}")
     crop_seed = cfg.seed + 1000 * run.step + 100_000 * cfg.stage  # a fresh crop stream after a resume
     n_train = len(train_paths)
@@ -391,12 +441,12 @@ def train(cfg: RunConfig, log=print) -> dict:
 
     # the weights that are validated and exported: an EMA of the training weights (rank 0 keeps it)
     ema = EMA(model, cfg.ema, ema_state, ema_updates) if cfg.ema > 0 and dist.main else None
-    if ema is not None and not ema_state and run.step > 0:
+    if ema is not None and not ema_state and run.step > 0 and cont is None:
         log(f"EMA (decay {cfg.ema:g}) starts at step {run.step} from the current weights")
 
     def save() -> None:  # safetensors + JSON (lrisc_sim.train_state), written atomically; no pickle
         run.save(model, opt, ema.shadow if ema else None, ema=loss_avg, ema_updates=ema.updates if ema else 0,
-                 config=asdict(cfg))
+                 warm_from=warm_from, prior_cpu_hours=run.prior_cpu_hours, config=asdict(cfg))
 
     def evaluated() -> LRISC:
         """The EMA weights (if any) in a model of the same architecture and SNR-module switches."""
@@ -423,7 +473,7 @@ def train(cfg: RunConfig, log=print) -> dict:
         stopped = False
         while run.step < cfg.steps:
             for g in opt.param_groups:
-                g["lr"] = lr_at(run.step, cfg.steps, lr)
+                g["lr"] = lr_at(run.step, cfg.steps, lr, warm_from=warm_from)
             x = next(batches).to(device)
             # bf16 mixed precision on CUDA (the entropy models compute their likelihoods in float32)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -536,6 +586,8 @@ def command_line(cfg: RunConfig) -> str:
         parts.append(f"--init {cfg.init}")
     if cfg.init_partial:
         parts.append("--init-partial")
+    if cfg.continue_from:
+        parts.append(f"--continue-from {cfg.continue_from}")
     parts.append(f"--ema {cfg.ema:g}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
@@ -582,6 +634,7 @@ def model_card(cfg: RunConfig, model: LRISC, history: list, elapsed: float, val_
         "validation": history[-1]["val"] if history else {},
         "history": history,
         "previous_stages": prev,
+        **({"continued_from": cfg.continued} if cfg.continued else {}),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -620,6 +673,10 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-partial", action="store_true",
                    help="stage 1: build the --preset architecture and take from --init each module that fits whole "
                         "(g_e, hyperprior, f_e/f_d, g_d); the others start fresh (the log names them)")
+    p.add_argument("--continue-from", default=None, metavar="EXPORT",
+                   help="continue this stage from an export of it in progress (OUT/stageS/export.safetensors + "
+                        ".json, e.g. committed on another machine) when OUT/stageS/state.safetensors is absent: "
+                        "step, validation history and CPU-hours from its card, a fresh optimizer")
     p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.safetensors, lrisc_PRESET_stageS.*}")
     p.add_argument("--no-resume", action="store_true",
                    help="start the stage afresh even if OUT/stageS/state.safetensors exists")
@@ -653,7 +710,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over["lr_stage3" if args.stage == 3 else "lr"] = args.lr
     tc = replace(tc, **over)
     return RunConfig(stage=args.stage, preset=args.preset, data=args.data, val=str(args.val), out=args.out,
-                     init=args.init, init_partial=args.init_partial, ema=args.ema, resume=not args.no_resume,
+                     init=args.init, init_partial=args.init_partial, continue_from=args.continue_from, ema=args.ema, resume=not args.no_resume,
                      device=args.device, threads=args.threads,
                      seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
                      save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
