@@ -15,7 +15,7 @@
 #   2   f_e / f_d (variable-length JSCC, rate tokens, SNR modules) through AWGN, the source model frozen;
 #   3   everything fine-tuned together through the channel; then the Kodak evaluation against DeepJSCC.
 # The small preset's U-Net runs at patch 4 (levels at H/4 .. H/32). Stage 1a continues the run whose weights are
-# committed in training/lrisc/ (FROM1A, --continue-from: its step, validation history and CPU-hours; that run
+# committed in training/lrisc/ (--continue-from: its step, validation history and CPU-hours; that run
 # built the patch-4 U-Net fresh and took g_e, the hyperprior and f_e / f_d from an earlier patch-2 run with
 # --init-partial). It was started with 20000 steps and a ramp over 30%; from step 3750 it runs 12000 steps with
 # the ramp over 50%, which keeps the rate-weight schedule (0.02 reached at step 6000) and ends sooner: the
@@ -23,7 +23,8 @@
 # Every stage is resumable: its state lives in $RUNS/<run>/stageS/state.safetensors (tensors + JSON, no pickle)
 # and is saved every few minutes, at each validation and on Ctrl-C / SIGTERM, so re-running the same command
 # after an interruption continues where it stopped; a finished stage is skipped. On a new machine without the
-# states, stage 1a continues from FROM1A (the committed export); commit $RUNS/a4/stage1/export.* there to move on.
+# states, each stage continues from its export committed in training/lrisc/ (lrisc_small_stage{1a,1b,2,3}.*,
+# copies of $RUNS/<run>/stageS/export.*): commit the running stage's export before a machine goes.
 # Both cores of a CPU: LRISC_SIM="torchrun --nproc-per-node 2 -m lrisc_sim.cli" (DDP over gloo, the same
 # global batch split over the processes).
 set -euo pipefail
@@ -39,32 +40,39 @@ STEPS1A=${STEPS1A:-12000}
 STEPS1B=${STEPS1B:-6000}
 STEPS2=${STEPS2:-4000}
 STEPS3=${STEPS3:-2000}
-FROM1A=${FROM1A:-training/lrisc/lrisc_small_stage1a.safetensors}
+COMMITTED=${COMMITTED:-training/lrisc}   # exports committed from earlier machines: lrisc_small_stage{1a,1b,2,3}.*
 SHIP=${SHIP:-0}
 LRISC_SIM=${LRISC_SIM:-lrisc-sim}
 limit=(); [ -n "${MINUTES:-}" ] && limit=(--max-minutes "$MINUTES")
 common=(--preset small --data "$DATA" --val 4 --batch-size "$BATCH" --crop "$CROP" --device "$DEVICE"
         --threads "$THREADS" --val-every 250 --save-minutes 10 "${limit[@]}")
-done_stage() { [ -f "$1" ]; }  # a stage writes its final weights only when it has finished
+final() { [ -f "$1" ] && python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("status") != "final")' \
+            "${1%.safetensors}.json"; }
 
-a="$RUNS/a4/stage1/lrisc_small_stage1.safetensors"
-done_stage "$a" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/a4" --continue-from "$FROM1A" \
+# stage NAME RUN S [options]: stage S of $RUNS/RUN from the weights that ${init[@]} names (--init ...), unless
+# it has finished here or its committed export ($COMMITTED/lrisc_small_stageNAME.*) is final; an export in
+# progress there is continued (--continue-from; the trainer takes whichever of it and the state here is further
+# along). Sets $w to the stage's weights.
+stage() {
+  local name=$1 run=$2 s=$3; shift 3
+  local c="$COMMITTED/lrisc_small_stage$name.safetensors" from=("${init[@]}")
+  w="$RUNS/$run/stage$s/lrisc_small_stage$s.safetensors"  # a stage writes it only when it has finished
+  [ -f "$w" ] && return 0
+  if final "$c"; then w=$c; echo "stage $name: the committed export $c is final"; return 0; fi
+  [ -f "$c" ] && from=(--continue-from "$c")
+  $LRISC_SIM train lrisc --stage "$s" "${common[@]}" --out "$RUNS/$run" "${from[@]}" "$@"
+  [ -f "$w" ] || { echo "stage $name is not finished yet: run the same command again" >&2; exit 3; }
+}
+
+# 1a continues the committed run; without it, a first run takes what fits from INIT1A (the shipped model)
+init=(--init "${INIT1A:-lrisc_sim/checkpoints/lrisc/lrisc_small.safetensors}" --init-partial)
+stage 1a a4 1 \
   --steps "$STEPS1A" --lr 2e-4 --eta 0 --no-lpips --t-max-share 1.0 --lam 0.02 --lam-start 0.002 --lam-ramp 0.5 \
   --warmup-steps 0 --aux-weight 0 --val-steps 1
-[ -f "$a" ] || { echo "stage 1a is not finished yet (time limit): run the same command again" >&2; exit 3; }
-
-b="$RUNS/b4/stage1/lrisc_small_stage1.safetensors"
-done_stage "$b" || $LRISC_SIM train lrisc --stage 1 "${common[@]}" --out "$RUNS/b4" --init "$a" \
-  --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
-[ -f "$b" ] || { echo "stage 1b is not finished yet: run the same command again" >&2; exit 3; }
-
-for s in 2 3; do
-  steps=STEPS$s
-  w="$RUNS/b4/stage$s/lrisc_small_stage$s.safetensors"
-  ship=(); [ "$s" = 3 ] && [ "$SHIP" = 1 ] && ship=(--ship)
-  done_stage "$w" || $LRISC_SIM train lrisc --stage "$s" "${common[@]}" --out "$RUNS/b4" --steps "${!steps}" "${ship[@]}"
-  [ -f "$w" ] || { echo "stage $s is not finished yet: run the same command again" >&2; exit 3; }
-done
+init=(--init "$w"); stage 1b b4 1 --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
+init=(--init "$w"); stage 2 b4 2 --steps "$STEPS2"
+ship=(); [ "$SHIP" = 1 ] && ship=(--ship)
+init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" "${ship[@]}"
 if [ -d "$KODAK" ]; then
   python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
 fi

@@ -176,6 +176,15 @@ def test_continue_from_an_export_on_a_new_machine(tmp_path, capsys):
     assert card["history"][0] == before["history"][0]
     assert card["history"][1]["cpu_hours"] >= before["cpu_hours"]
     assert card["continued_from"]["step"] == 2 and "--continue-from" in card["command"]
+    assert run_train(_args([*common, "--out", str(out), "--steps", "6", "--continue-from", str(exp)])) == 0
+    assert "resuming the state" in capsys.readouterr().out  # the state here (step 4) is further along
+    card = json.loads((out / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert [h["step"] for h in card["history"]] == [2, 4, 6]
+    ahead = out / "stage1" / "export.safetensors"  # step 6, against the state of run "a" at step 2
+    assert run_train(_args([*common, "--out", str(tmp_path / "a"), "--steps", "8", "--continue-from", str(ahead)])) == 0
+    assert "ahead of the state here (step 2)" in capsys.readouterr().out
+    card = json.loads((tmp_path / "a" / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert [h["step"] for h in card["history"]] == [2, 4, 6, 8]
     for extra, msg in ((["--steps", "2"], "raise --steps"), (["--steps", "4", "--init", str(exp)], "drop --init"),
                        (["--steps", "4", "--stage", "2"], "not an export of stage 2")):
         with pytest.raises(ValueError, match=msg):

@@ -384,10 +384,20 @@ def train(cfg: RunConfig, log=print) -> dict:
     sdir = cfg.stage_dir()
     resuming = cfg.resume and (sdir / STATE_NAME).exists()
     cont = continue_card(cfg) if cfg.continue_from and not resuming else None
-    if cfg.continue_from and resuming:
-        log(f"{sdir / STATE_NAME} exists (this run's own state, newer than any export): resuming it, not "
-            f"--continue-from {cfg.continue_from}")
-        cfg.continue_from = None
+    if cfg.continue_from and resuming:  # both: the one further along (an export committed from another machine
+        from safetensors import safe_open  # can be ahead of an old state here)
+
+        with safe_open(str(sdir / STATE_NAME), framework="pt") as f:
+            state_step = int(json.loads((f.metadata() or {}).get("state", "{}")).get("meta", {}).get("step", 0))
+        card = continue_card(cfg)
+        if int(card["steps"]) > state_step:
+            log(f"--continue-from {cfg.continue_from} is at step {card['steps']}, ahead of the state here (step "
+                f"{state_step}): continuing the export")
+            resuming, cont = False, card
+        else:
+            log(f"the state here (step {state_step}) is at least as far as --continue-from {cfg.continue_from} "
+                f"(step {card['steps']}): resuming the state")
+            cfg.continue_from = None
     model = build_model(cfg, device, log)
     tc = cfg.train
     dist.local_batch(tc.batch)  # the global batch must split evenly over the ranks
@@ -413,7 +423,7 @@ def train(cfg: RunConfig, log=print) -> dict:
         warm_from = ema_updates = run.step  # the EMA starts at the exported (EMA) weights at its full decay
         log(f"no training state at {run.path}: continuing {cfg.continue_from} at step {run.step} with a fresh "
             f"optimizer (learning rate warmed up again over 100 steps)")
-    if cfg.resume:
+    if cfg.resume and cont is None:
         legacy = sdir / "state.pt"  # written by earlier versions with torch.save (a pickle): never loaded
         if not run.path.exists() and legacy.exists():
             raise StateError(f"{legacy} is an old pickle/torch.save training state, which could run code and is "
