@@ -14,6 +14,7 @@
 #       and the perceptual term, from 1a's weights;
 #   2   f_e / f_d (variable-length JSCC, rate tokens, SNR modules) through AWGN, the source model frozen;
 #   3   everything fine-tuned together through the channel; then the Kodak evaluation against DeepJSCC.
+#   Stages 2 and 3 keep a quarter of each batch at n = N too, where g_d depends on the received latent alone.
 # The small preset's U-Net runs at patch 4 (levels at H/4 .. H/32). Stage 1a continues the run whose weights are
 # committed in training/lrisc/ (--continue-from: its step, validation history and CPU-hours; that run
 # built the patch-4 U-Net fresh and took g_e, the hyperprior and f_e / f_d from an earlier patch-2 run with
@@ -70,9 +71,9 @@ stage 1a a4 1 \
   --steps "$STEPS1A" --lr 2e-4 --eta 0 --no-lpips --t-max-share 1.0 --lam 0.02 --lam-start 0.002 --lam-ramp 0.5 \
   --warmup-steps 0 --aux-weight 0 --val-steps 1
 init=(--init "$w"); stage 1b b4 1 --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
-init=(--init "$w"); stage 2 b4 2 --steps "$STEPS2"
+init=(--init "$w"); stage 2 b4 2 --steps "$STEPS2" --t-max-share 0.25
 ship=(); [ "$SHIP" = 1 ] && ship=(--ship)
-init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" "${ship[@]}"
+init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" --t-max-share 0.25 "${ship[@]}"
 if [ -d "$KODAK" ]; then
   python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
 fi

@@ -203,3 +203,23 @@ def test_lr_rewarms_after_a_continue():
     assert lr_at(1000, 1000, 1.0) == pytest.approx(0.1)
     assert lr_at(500, 1000, 1.0, warm_from=500) == pytest.approx(lr_at(500, 1000, 1.0) / 100)
     assert lr_at(600, 1000, 1.0, warm_from=500) == pytest.approx(lr_at(600, 1000, 1.0))
+
+
+def test_t_max_share_moves_that_share_to_the_last_step():
+    """--t-max-share: about that share of the batch at n = N (index N - 1), the rest as sampled; any stage."""
+    from lrisc_sim.lrisc.train import with_t_max
+
+    model = LRISC(preset("tiny"))
+    diff, n = model.diffusion, model.diffusion.cfg.num_train_timesteps
+    index = torch.zeros(4000, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(with_t_max(index, replace(train_preset("tiny"), t_max_share=0.0), diff, g), index)
+    moved = with_t_max(index, replace(train_preset("tiny"), t_max_share=0.25), diff, g)
+    assert set(moved.tolist()) == {0, n - 1} and abs(float((moved == n - 1).float().mean()) - 0.25) < 0.03
+    tc = replace(train_preset("tiny"), t_max_share=1.0, cbr_range=(1 / 16, 1 / 8))
+    seen = []
+    loss = diff.loss
+    diff.loss = lambda x_est, target, idx: (seen.append(idx), loss(x_est, target, idx))[1]
+    for stage in (1, 2, 3):  # every stage takes it
+        stage_loss(model, stage, _smooth_images(2, 32), 10_000, tc, perceptual=None)
+    assert len(seen) == 4 and all(bool((i == n - 1).all()) for i in seen)

@@ -167,9 +167,9 @@ class TrainConfig:
     fixed_snr: float = 10.0
     cbr_range: tuple[float, float] = (1 / 96, 1 / 16)  # random target CBR per image (rate control in training)
     grad_clip: float = 1.0
-    # stage 1: a share of each batch at the last step n = N (pure noise), weight 1: the plain-MSE decoder path
-    # that sets the first DDIM estimate; d_p only below lpips_max_t * N; the rate weight ramps from lam_start
-    # to lam over the first lam_ramp of the steps (a high-rate warm-up against the grey-image collapse)
+    # a share of each batch at the last step n = N (pure noise), weight 1: the plain-MSE decoder path that sets
+    # the first DDIM estimate (every stage); stage 1: d_p only below lpips_max_t * N; the rate weight ramps from
+    # lam_start to lam over the first lam_ramp of the steps (a high-rate warm-up against the grey-image collapse)
     t_max_share: float = 0.0
     lpips_max_t: float = 1.0
     lam_start: float | None = None

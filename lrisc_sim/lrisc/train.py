@@ -158,6 +158,15 @@ def warmup_factor(step: int, tc: TrainConfig) -> float:
     return max(0.0, 1.0 - step / tc.warmup_steps)
 
 
+def with_t_max(index: torch.Tensor, tc: TrainConfig, diff, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``index`` (B diffusion steps n - 1) with a ``t_max_share`` of the batch moved to the last step n = N (pure
+    noise): the plain-MSE decoder path that sets the first DDIM estimate, in every stage."""
+    if tc.t_max_share <= 0:
+        return index
+    at_t = (torch.rand(index.shape[0], generator=generator) < tc.t_max_share).to(index.device)
+    return torch.where(at_t, torch.full_like(index, diff.cfg.num_train_timesteps - 1), index)
+
+
 def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainConfig,
                perceptual: Perceptual | None, generator: torch.Generator | None = None) -> LossOutput:
     """The loss of one training step of ``stage`` on a batch x (``B x 3 x H x W`` in [0, 1])."""
@@ -166,10 +175,8 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
     if stage == 1:
         lat = model.latent(x, "noise")
         w = warmup_factor(step, tc)
-        index = diff.sample_timesteps(b, x.device, high_fraction=0.5 * w, generator=generator)
-        if tc.t_max_share > 0:  # the plain-MSE path: estimates from pure noise (n = N)
-            at_t = (torch.rand(b, generator=generator) < tc.t_max_share).to(x.device)
-            index = torch.where(at_t, torch.full_like(index, diff.cfg.num_train_timesteps - 1), index)
+        index = with_t_max(diff.sample_timesteps(b, x.device, high_fraction=0.5 * w, generator=generator), tc,
+                           diff, generator)
         ctx = model.g_d.context(lat.z_tilde)
         xn = diff.add_noise(2 * x - 1, torch.randn(x.shape, generator=generator).to(x.device), index)
         x_bar = model.g_d(xn, diff.time_input(index), context=ctx)
@@ -189,7 +196,7 @@ def stage_loss(model: LRISC, stage: int, x: torch.Tensor, step: int, tc: TrainCo
                            grid=tuple(lat.z.shape[-2:]))
     noise = torch.randn(x.shape, generator=generator).to(x.device)
     z_hat, _, _ = model.jscc_awgn(lat.z_tilde, q, snr, generator)
-    index = diff.sample_timesteps(b, x.device, generator=generator)
+    index = with_t_max(diff.sample_timesteps(b, x.device, generator=generator), tc, diff, generator)
     xn = diff.add_noise(2 * x - 1, noise, index)
     t = diff.time_input(index)
     estimates = [(model.g_d(xn, t, z_hat), index)]
@@ -586,12 +593,12 @@ def command_line(cfg: RunConfig) -> str:
              f"--seed {cfg.seed}", f"--device {cfg.device}", f"--out {cfg.out}"]
     if cfg.stage == 1:
         parts += [f"--warmup-steps {t.warmup_steps}", f"--aux-weight {t.aux_weight:g}"]
-        if t.t_max_share > 0:
-            parts.append(f"--t-max-share {t.t_max_share:g}")
         if t.lpips_max_t < 1:
             parts.append(f"--lpips-max-t {t.lpips_max_t:g}")
         if t.lam_start is not None and t.lam_ramp > 0:
             parts += [f"--lam-start {t.lam_start:g}", f"--lam-ramp {t.lam_ramp:g}"]
+    if t.t_max_share > 0:
+        parts.append(f"--t-max-share {t.t_max_share:g}")
     if cfg.init:
         parts.append(f"--init {cfg.init}")
     if cfg.init_partial:
@@ -671,7 +678,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=float, default=None, help="initial weight of the warm-up auxiliary decoder")
     p.add_argument("--latent-weight", type=float, default=None, help="weight of ||z_hat - z||^2 in stages 2-3")
     p.add_argument("--t-max-share", type=float, default=None,
-                   help="stage 1: share of each batch at the last step (pure noise, weight 1): the plain-MSE path")
+                   help="share of each batch at the last step (pure noise, weight 1): the plain-MSE path that sets "
+                        "the first DDIM estimate (any stage)")
     p.add_argument("--lpips-max-t", type=float, default=None,
                    help="stage 1: the perceptual term only on estimates below this fraction of N_train (1: all)")
     p.add_argument("--lam-start", type=float, default=None,
