@@ -42,6 +42,7 @@ STEPS1B=${STEPS1B:-6000}
 STEPS2=${STEPS2:-4000}
 STEPS3=${STEPS3:-2000}
 COMMITTED=${COMMITTED:-training/lrisc}   # exports committed from earlier machines: lrisc_small_stage{1a,1b,2,3}.*
+SAMPLE_STEPS=${SAMPLE_STEPS:-4}   # DDIM steps of the shipped model (benchmarks/results/lrisc_decode_time.md)
 SHIP=${SHIP:-0}
 LRISC_SIM=${LRISC_SIM:-lrisc-sim}
 limit=(); [ -n "${MINUTES:-}" ] && limit=(--max-minutes "$MINUTES")
@@ -73,7 +74,7 @@ stage 1a a4 1 \
 init=(--init "$w"); stage 1b b4 1 --steps "$STEPS1B" --lr 1e-4 --t-max-share 0.25 --lam 0.02 --warmup-steps 0 --aux-weight 0
 init=(--init "$w"); stage 2 b4 2 --steps "$STEPS2" --t-max-share 0.25
 ship=(); [ "$SHIP" = 1 ] && ship=(--ship)
-init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" --t-max-share 0.25 "${ship[@]}"
+init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" --t-max-share 0.25 --sample-steps "$SAMPLE_STEPS" "${ship[@]}"
 if [ -d "$KODAK" ]; then
   python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
 fi

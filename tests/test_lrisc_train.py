@@ -223,3 +223,20 @@ def test_t_max_share_moves_that_share_to_the_last_step():
     for stage in (1, 2, 3):  # every stage takes it
         stage_loss(model, stage, _smooth_images(2, 32), 10_000, tc, perceptual=None)
     assert len(seen) == 4 and all(bool((i == n - 1).all()) for i in seen)
+
+
+def test_sample_steps_are_written_into_the_weights(tmp_path):
+    """--sample-steps N: the written weights sample with N denoising steps by default (the codec's default)."""
+    from lrisc_sim.lrisc.codec import LRISCCodec
+
+    data = _folder(tmp_path)
+    common = ["--preset", "tiny", "--data", str(data), "--val", "1", "--no-lpips", "--threads", "1",
+              "--val-steps", "1", "--stage", "1", "--steps", "1", "--out", str(tmp_path / "r")]
+    assert preset("tiny").diffusion.steps != 2
+    assert run_train(_args([*common, "--sample-steps", "2"])) == 0
+    m = LRISC.load(tmp_path / "r" / "stage1" / "lrisc_tiny_stage1.safetensors")
+    assert m.cfg.diffusion.steps == 2 and LRISCCodec(m).steps == 2
+    card = json.loads((tmp_path / "r" / "stage1" / "lrisc_tiny_stage1.json").read_text())
+    assert "--sample-steps 2" in card["command"]
+    with pytest.raises(ValueError, match="--sample-steps 0"):
+        run_train(_args([*common, "--sample-steps", "0", "--no-resume"]))

@@ -64,6 +64,7 @@ class RunConfig:
     init_partial: bool = False  # stage 1: the preset's architecture, from --init every module that fits whole
     continue_from: str | None = None  # an export of this stage in progress, continued when the state is absent
     continued: dict | None = None  # where a continued run came from: {"from", "step", "command"} (the card's)
+    sample_steps: int | None = None  # denoising steps written into the weights' config (the codec's default)
     ema: float = 0.999  # EMA decay of the weights that are validated, exported and written (0: the raw weights)
     resume: bool = True
     device: str = "cpu"
@@ -361,7 +362,10 @@ def continue_card(cfg: RunConfig) -> dict:
 
     arch = json.loads(safetensors_metadata(path, "LRISC checkpoint", "give an export.safetensors of this stage")
                       .get("config", "null"))
-    if arch != json.loads(json.dumps(preset(cfg.preset).to_dict())):
+    want = json.loads(json.dumps(preset(cfg.preset).to_dict()))
+    for c in (arch, want):  # the sampling steps are not architecture (--sample-steps)
+        (c or {}).get("diffusion", {}).pop("steps", None)
+    if arch != want:
         raise ValueError(f"--continue-from {path}: its architecture is not preset '{cfg.preset}' of this version; "
                          "use --init --init-partial to take what fits")
     if int(card["steps"]) >= cfg.steps:
@@ -406,6 +410,10 @@ def train(cfg: RunConfig, log=print) -> dict:
                 f"(step {card['steps']}): resuming the state")
             cfg.continue_from = None
     model = build_model(cfg, device, log)
+    if cfg.sample_steps is not None:
+        if not 1 <= cfg.sample_steps <= model.cfg.diffusion.num_train_timesteps:
+            raise ValueError(f"--sample-steps {cfg.sample_steps}: give 1 .. {model.cfg.diffusion.num_train_timesteps}")
+        model.cfg.diffusion.steps = cfg.sample_steps
     tc = cfg.train
     dist.local_batch(tc.batch)  # the global batch must split evenly over the ranks
     if tc.crop % model.cfg.multiple:
@@ -605,6 +613,8 @@ def command_line(cfg: RunConfig) -> str:
         parts.append("--init-partial")
     if cfg.continue_from:
         parts.append(f"--continue-from {cfg.continue_from}")
+    if cfg.sample_steps:
+        parts.append(f"--sample-steps {cfg.sample_steps}")
     parts.append(f"--ema {cfg.ema:g}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
@@ -702,6 +712,9 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help="denoising steps written into the weights' config: what the codec samples with by default "
+                        "(default: the preset's, or --init's)")
     p.add_argument("--val-steps", type=int, default=None, help="denoising steps in validation (default: model's)")
     p.add_argument("--save-minutes", type=float, default=d.save_minutes, help="save the resumable state this often")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -728,7 +741,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over["lr_stage3" if args.stage == 3 else "lr"] = args.lr
     tc = replace(tc, **over)
     return RunConfig(stage=args.stage, preset=args.preset, data=args.data, val=str(args.val), out=args.out,
-                     init=args.init, init_partial=args.init_partial, continue_from=args.continue_from, ema=args.ema, resume=not args.no_resume,
+                     init=args.init, init_partial=args.init_partial, continue_from=args.continue_from, ema=args.ema,
+                     sample_steps=args.sample_steps, resume=not args.no_resume,
                      device=args.device, threads=args.threads,
                      seed=args.seed, val_every=args.val_every, val_steps=args.val_steps,
                      save_minutes=args.save_minutes, max_minutes=args.max_minutes, perceptual=not args.no_lpips,
