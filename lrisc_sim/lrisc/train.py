@@ -63,7 +63,7 @@ class RunConfig:
     init: str | None = None
     init_partial: bool = False  # stage 1: the preset's architecture, from --init every module that fits whole
     continue_from: str | None = None  # an export of this stage in progress, continued when the state is absent
-    continued: dict | None = None  # where a continued run came from: {"from", "step", "command"} (the card's)
+    continued: dict | None = None  # where a continued run came from: {"from", "step", "command", "commit"}
     sample_steps: int | None = None  # denoising steps written into the weights' config (the codec's default)
     ema: float = 0.999  # EMA decay of the weights that are validated, exported and written (0: the raw weights)
     resume: bool = True
