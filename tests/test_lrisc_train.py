@@ -196,6 +196,30 @@ def test_continue_from_an_export_on_a_new_machine(tmp_path, capsys):
                          str(tmp_path / "w.safetensors")]))
 
 
+def test_a_continued_later_stage_resumes_without_the_previous_stage(tmp_path, capsys):
+    """A stage > 1 continued from a committed export on a new machine, then interrupted, resumes its state with
+    the same command: the previous stage's weights are not on that machine and are not needed."""
+    import shutil
+
+    data = _folder(tmp_path)
+    common = ["--preset", "tiny", "--data", str(data), "--val", "1", "--no-lpips", "--threads", "1",
+              "--val-every", "2", "--val-steps", "1"]
+    assert run_train(_args([*common, "--stage", "1", "--out", str(tmp_path / "a"), "--steps", "2"])) == 0
+    assert run_train(_args([*common, "--stage", "2", "--out", str(tmp_path / "a"), "--steps", "2"])) == 0
+    exp = tmp_path / "committed.safetensors"
+    shutil.copy(tmp_path / "a" / "stage2" / "export.safetensors", exp)
+    shutil.copy(tmp_path / "a" / "stage2" / "export.json", exp.with_suffix(".json"))
+    out = tmp_path / "b"  # a new machine: neither stage 1's weights nor a state of stage 2
+    again = [*common, "--stage", "2", "--out", str(out), "--continue-from", str(exp)]
+    assert run_train(_args([*again, "--steps", "4", "--max-minutes", "0"])) == 0  # stops at once, state saved
+    assert (out / "stage2" / "state.safetensors").exists() and not (out / "stage1").exists()
+    capsys.readouterr()
+    assert run_train(_args([*again, "--steps", "4"])) == 0
+    assert "resuming the state" in capsys.readouterr().out
+    card = json.loads((out / "stage2" / "lrisc_tiny_stage2.json").read_text())
+    assert card["steps"] == 4 and card["continued_from"]["step"] == 2
+
+
 def test_lr_rewarms_after_a_continue():
     from lrisc_sim.lrisc.train import lr_at
 

@@ -408,8 +408,8 @@ def train(cfg: RunConfig, log=print) -> dict:
         else:
             log(f"the state here (step {state_step}) is at least as far as --continue-from {cfg.continue_from} "
                 f"(step {card['steps']}): resuming the state")
-            cfg.continue_from = None
-    model = build_model(cfg, device, log)
+    model = build_model(cfg, device, log)  # with --continue-from, its export gives the architecture (a state here
+    # then overwrites the weights): the previous stage's weights need not be on this machine
     if cfg.sample_steps is not None:
         if not 1 <= cfg.sample_steps <= model.cfg.diffusion.num_train_timesteps:
             raise ValueError(f"--sample-steps {cfg.sample_steps}: give 1 .. {model.cfg.diffusion.num_train_timesteps}")
