@@ -45,7 +45,7 @@ STEPS2=${STEPS2:-4000}
 STEPS3=${STEPS3:-2000}
 STEPS3B=${STEPS3B:-600}
 STEPS3C=${STEPS3C:-500}
-STEPS3D=${STEPS3D:-300}
+STEPS3D=${STEPS3D:-800}
 COMMITTED=${COMMITTED:-training/lrisc}   # exports committed from earlier machines: lrisc_small_stage{1a,1b,2,3,3d}.*
 SAMPLE_STEPS=${SAMPLE_STEPS:-4}   # DDIM steps of the shipped model (benchmarks/results/lrisc_decode_time.md)
 SHIP=${SHIP:-0}
@@ -82,13 +82,17 @@ init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" --t-max-share 0.25 --sample-s
 # 3b-3d: short fine-tunes of everything through the channel, each from the one before, with a smaller perceptual
 # weight eta each time (0.5 in stage 3): PSNR rises and LPIPS gives a little back (training/README.md has the
 # curves). A faster EMA (0.995) suits runs of a few hundred steps; each draws a new crop and noise stream (seed).
-ship=(); [ "$SHIP" = 1 ] && ship=(--ship)
 ft=(--t-max-share 0.25 --sample-steps "$SAMPLE_STEPS" --ema 0.995)
 if ! final "$COMMITTED/lrisc_small_stage3d.safetensors"; then  # 3b and 3c are only the way to 3d
   init=(--init "$w"); stage 3b c4 3 --steps "$STEPS3B" --eta 0.25 --seed 1 "${ft[@]}"
   init=(--init "$w"); stage 3c d4 3 --steps "$STEPS3C" --eta 0.10 --seed 2 "${ft[@]}"
 fi
-init=(--init "$w"); stage 3d e4 3 --steps "$STEPS3D" --eta 0.05 --seed 3 "${ft[@]}" "${ship[@]}"
+init=(--init "$w"); stage 3d e4 3 --steps "$STEPS3D" --eta 0.05 --seed 3 "${ft[@]}"
+if [ "$SHIP" = 1 ]; then  # also when 3d had finished before (the committed export): weights and card
+  w=$(python -c 'import sys; from pathlib import Path; from lrisc_sim.lrisc.train import ship
+print(ship(Path(sys.argv[1])))' "$w")
+  echo "shipped as $w"
+fi
 if [ -d "$KODAK" ]; then
   python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
 fi
