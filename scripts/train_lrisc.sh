@@ -26,7 +26,7 @@
 # Every stage is resumable: its state lives in $RUNS/<run>/stageS/state.safetensors (tensors + JSON, no pickle)
 # and is saved every few minutes, at each validation and on Ctrl-C / SIGTERM, so re-running the same command
 # after an interruption continues where it stopped; a finished stage is skipped. On a new machine without the
-# states, each stage continues from its export committed in training/lrisc/ (lrisc_small_stage{1a,1b,2,3,3d}.*,
+# states, each stage continues from its export committed in training/lrisc/ (lrisc_small_stage{1a,1b,2,3}.*,
 # copies of $RUNS/<run>/stageS/export.*): commit the running stage's export before a machine goes.
 # Both cores of a CPU: LRISC_SIM="torchrun --nproc-per-node 2 -m lrisc_sim.cli" (DDP over gloo, the same
 # global batch split over the processes).
@@ -46,7 +46,7 @@ STEPS3=${STEPS3:-2000}
 STEPS3B=${STEPS3B:-600}
 STEPS3C=${STEPS3C:-500}
 STEPS3D=${STEPS3D:-800}
-COMMITTED=${COMMITTED:-training/lrisc}   # exports committed from earlier machines: lrisc_small_stage{1a,1b,2,3,3d}.*
+COMMITTED=${COMMITTED:-training/lrisc}   # exports committed from earlier machines: lrisc_small_stage{1a,1b,2,3}.*
 SAMPLE_STEPS=${SAMPLE_STEPS:-4}   # DDIM steps of the shipped model (benchmarks/results/lrisc_decode_time.md)
 SHIP=${SHIP:-0}
 LRISC_SIM=${LRISC_SIM:-lrisc-sim}
@@ -83,15 +83,24 @@ init=(--init "$w"); stage 3 b4 3 --steps "$STEPS3" --t-max-share 0.25 --sample-s
 # weight eta each time (0.5 in stage 3): PSNR rises and LPIPS gives a little back (training/README.md has the
 # curves). A faster EMA (0.995) suits runs of a few hundred steps; each draws a new crop and noise stream (seed).
 ft=(--t-max-share 0.25 --sample-steps "$SAMPLE_STEPS" --ema 0.995)
-if ! final "$COMMITTED/lrisc_small_stage3d.safetensors"; then  # 3b and 3c are only the way to 3d
+d3=(--steps "$STEPS3D" --eta 0.05 --seed 3)
+# 3d's weights are committed once, as the shipped checkpoint (not again in training/lrisc/): when the shipped card
+# is 3d's (a stage-3 command with 3d's options), 3b-3d are done and the shipped weights are the result
+SHIPPED=${SHIPPED:-lrisc_sim/checkpoints/lrisc/lrisc_small.safetensors}
+if [ ! -f "$RUNS/e4/stage3/lrisc_small_stage3.safetensors" ] && python -c 'import json, sys
+c = json.load(open(sys.argv[1])).get("command", "")
+sys.exit(not all(f" {o} " in c + " " for o in ["--stage 3", *[" ".join(p) for p in zip(sys.argv[2::2], sys.argv[3::2])]]))' \
+    "${SHIPPED%.safetensors}.json" "${d3[@]}" 2>/dev/null; then
+  w=$SHIPPED; echo "stage 3d: the shipped checkpoint $w is 3d's"
+else
   init=(--init "$w"); stage 3b c4 3 --steps "$STEPS3B" --eta 0.25 --seed 1 "${ft[@]}"
   init=(--init "$w"); stage 3c d4 3 --steps "$STEPS3C" --eta 0.10 --seed 2 "${ft[@]}"
-fi
-init=(--init "$w"); stage 3d e4 3 --steps "$STEPS3D" --eta 0.05 --seed 3 "${ft[@]}"
-if [ "$SHIP" = 1 ]; then  # also when 3d had finished before (the committed export): weights and card
-  w=$(python -c 'import sys; from pathlib import Path; from lrisc_sim.lrisc.train import ship
+  init=(--init "$w"); stage 3d e4 3 "${d3[@]}" "${ft[@]}"
+  if [ "$SHIP" = 1 ]; then
+    w=$(python -c 'import sys; from pathlib import Path; from lrisc_sim.lrisc.train import ship
 print(ship(Path(sys.argv[1])))' "$w")
-  echo "shipped as $w"
+    echo "shipped as $w"
+  fi
 fi
 if [ -d "$KODAK" ]; then
   python -m lrisc_sim.lrisc.evaluate --checkpoint "$w" --data "$KODAK" --device "$DEVICE" --out "$RUNS/eval"
