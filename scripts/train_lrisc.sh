@@ -87,10 +87,17 @@ d3=(--steps "$STEPS3D" --eta 0.05 --seed 3)
 # 3d's weights are committed once, as the shipped checkpoint (not again in training/lrisc/): when the shipped card
 # is 3d's (a stage-3 command with 3d's options), 3b-3d are done and the shipped weights are the result
 SHIPPED=${SHIPPED:-lrisc_sim/checkpoints/lrisc/lrisc_small.safetensors}
-if [ ! -f "$RUNS/e4/stage3/lrisc_small_stage3.safetensors" ] && python -c 'import json, sys
-c = json.load(open(sys.argv[1])).get("command", "")
-sys.exit(not all(f" {o} " in c + " " for o in ["--stage 3", *[" ".join(p) for p in zip(sys.argv[2::2], sys.argv[3::2])]]))' \
-    "${SHIPPED%.safetensors}.json" "${d3[@]}" 2>/dev/null; then
+# card_has CARD --opt value ...: the card's command is a stage-3 run with these options
+card_has() {
+  python - "$@" 2>/dev/null <<'PY'
+import json, sys
+words = json.load(open(sys.argv[1])).get("command", "").split()
+opts = {w: v for w, v in zip(words, words[1:]) if w.startswith("--")}
+want = dict(zip(sys.argv[2::2], sys.argv[3::2]), **{"--stage": "3"})
+sys.exit(any(opts.get(k) != v for k, v in want.items()))
+PY
+}
+if [ ! -f "$RUNS/e4/stage3/lrisc_small_stage3.safetensors" ] && card_has "${SHIPPED%.safetensors}.json" "${d3[@]}"; then
   w=$SHIPPED; echo "stage 3d: the shipped checkpoint $w is 3d's"
 else
   init=(--init "$w"); stage 3b c4 3 --steps "$STEPS3B" --eta 0.25 --seed 1 "${ft[@]}"
