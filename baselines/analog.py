@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from channels.base import Received
 from channels.power import complex_to_real, real_to_complex
-from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, shared, too_few_uses
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, Option, concat_encoded, shared, too_few_uses
+from lrisc_sim.plugins import codec_factory
 
 ESTIMATORS = ("llse", "zf")
 # options the engine may pass to every codec; these codecs have no model, so they ignore them
@@ -136,6 +137,13 @@ class Uncoded(Codec):
     name = "uncoded"
     multiple = 1
     SIDE_BITS = 3 * 16 + 3 * 16 + 16
+    options = (Option("estimator", "str", "llse", "receiver: LLSE (linear MMSE) or ZF (unbiased)",
+                      choices=ESTIMATORS),
+               Option("skip_fraction", "float", 1 / 16, "largest share of pixels skipped (and interpolated) before "
+                      "the image is downsampled instead", low=0.0, high=0.5),
+               Option("upsample", "str", "bicubic", "receiver upsampling of a downsampled image",
+                      choices=("bicubic", "bilinear")))
+    spec_arg = "the estimator (uncoded:zf = uncoded:estimator=zf)"
 
     def __init__(self, estimator: str = "llse", skip_fraction: float = 1 / 16, upsample: str = "bicubic"):
         if estimator not in ESTIMATORS:
@@ -179,8 +187,8 @@ class Uncoded(Codec):
         budget = ctx.budget(cbr)
         side_bits = torch.full((b,), float(self.SIDE_BITS), dtype=torch.float64)
         k_img = budget - ctx.side_uses(side_bits).long().expand(b)
-        if (k_img < 1).any():
-            need = budget - int(k_img.min()) + 1  # side uses + at least one use of pixels
+        if (k_img < 2).any():  # 3 reals (one RGB pixel) need 2 complex uses
+            need = budget - int(k_img.min()) + 2  # side uses + the two uses of a 1 x 1 image
             raise too_few_uses("uncoded", cbr, budget, need, ctx.hw,
                                f"side information ({self.SIDE_BITS} bits, {ctx.side_charge.describe()}) and pixels")
         groups, cols = [], []
@@ -271,6 +279,7 @@ def fill_skipped(v: torch.Tensor, skip: torch.Tensor, w: int) -> torch.Tensor:
     return v
 
 
+@codec_factory(Uncoded.options, arg=Uncoded.spec_arg)
 def make_uncoded(arg: str | None = None, **options) -> Uncoded:
     """Factory: ``uncoded`` or ``uncoded:estimator=zf,upsample=bilinear``."""
     opts = {**parse_arg(arg), **{k: v for k, v in options.items() if k not in GENERIC_OPTIONS}}

@@ -37,8 +37,10 @@ from torch import nn
 
 from channels.base import Received, snr_to_n0
 from channels.power import complex_to_real, normalize_power, real_to_complex
-from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, shared
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, Option, concat_encoded, shared
 from lrisc_sim.grammar import cbr_fraction
+from lrisc_sim.model_io import register_model
+from lrisc_sim.plugins import codec_factory
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "lrisc_sim" / "checkpoints" / "deepjscc"
 SHIPPED_CBRS = ("1/64", "1/48", "1/32", "1/24", "1/16")
@@ -156,6 +158,7 @@ def _tconv(cin: int, cout: int, k: int, p: int, stride: int) -> nn.ConvTranspose
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=p, output_padding=stride - 1)
 
 
+@register_model("deepjscc")
 class DeepJSCC(nn.Module):
     """Encoder + decoder of one (CBR) model; the channel sits between ``encode`` and ``decode``.
 
@@ -170,6 +173,22 @@ class DeepJSCC(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this (the downsampling factor d)."""
+        return self.cfg.factor
+
+    def config_dict(self) -> dict:
+        """The architecture as a JSON-able dict (``lrisc_sim.model_io``)."""
+        return asdict(self.cfg)
+
+    @classmethod
+    def from_config(cls, d: dict) -> DeepJSCC:
+        """A fresh model of the architecture ``d`` (``config_dict``'s output)."""
+        cfg = DeepJSCCConfig(**d)
+        check_config(cfg)  # bounded before anything is allocated (a forged header is read before the weights)
+        return cls(cfg)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         d = self.cfg.factor
@@ -245,10 +264,35 @@ def read_config(path: str | Path) -> DeepJSCCConfig:
         raise DeepJSCCError(f"{path} is an LRISC checkpoint, not a DeepJSCC one: use it with --checkpoint "
                             f"lrisc=PATH; {fix}")
     try:
-        return DeepJSCCConfig(**json.loads(meta["config"]))
+        cfg = DeepJSCCConfig(**json.loads(meta["config"]))
     except Exception as e:  # noqa: BLE001 - no or another config in the metadata
         raise DeepJSCCError(f"{path}: not a DeepJSCC checkpoint (no DeepJSCC config in its metadata: "
                             f"{type(e).__name__}); {fix}") from None
+    check_config(cfg, path)
+    return cfg
+
+
+#: bounds on an architecture read from a checkpoint (a model is built from it before its weights are read, so a
+#: forged header must not be able to ask for an unbounded allocation): field -> (low, high)
+CONFIG_BOUNDS = {"levels": (1, 5), "extra": (0, 16), "first_width": (1, 512), "width": (1, 512), "kernel": (1, 15)}
+
+
+def check_config(cfg: DeepJSCCConfig, path: str | Path | None = None) -> None:
+    """One-line ``DeepJSCCError`` (naming ``path`` when given) unless every field of ``cfg`` is an integer within
+    ``CONFIG_BOUNDS`` (kernel odd) and its CBR gives a valid latent."""
+    head = f"{path}: its" if path is not None else "its"
+    for name, (lo, hi) in CONFIG_BOUNDS.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi or (name == "kernel" and v % 2 == 0):
+            rule = f"an {'odd ' if name == 'kernel' else ''}integer in [{lo}, {hi}]"
+            raise DeepJSCCError(f"{head} DeepJSCC config declares {name} = {v!r}, outside the supported "
+                                f"architectures ({name} must be {rule}); retrain or re-export the checkpoint")
+    try:
+        cfg.channels
+    except (ValueError, TypeError, ZeroDivisionError) as e:  # DeepJSCCError is a ValueError
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DeepJSCCError(f"{head} DeepJSCC config is inconsistent ({why}); retrain or re-export the "
+                            "checkpoint") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepJSCC:
@@ -308,6 +352,11 @@ class DeepJSCCCodec(Codec):
 
     name = "deepjscc"
     snr_aware_encoder = False
+    options = (Option("snr", "str", "10", "training SNR of the checkpoints to use: a number in dB or a range LO:HI"),
+               Option("checkpoint", "path", None, "a .safetensors model: its CBR must be the sweep's only CBR"),
+               Option("checkpoint_dir", "path", None, "a folder of deepjscc_cbrN-D_snrS.safetensors searched "
+                      "before the shipped one"))
+    spec_arg = "the training SNR (deepjscc:10, deepjscc:0:20 = snr=...)"
 
     def __init__(self, snr: str | float = 10, checkpoint: str | Path | None = None,
                  dirs: list[Path] | None = None, device: str | torch.device = "cpu"):
@@ -315,14 +364,21 @@ class DeepJSCCCodec(Codec):
         self.device = torch.device(device)
         self.paths = find_checkpoints(snr, dirs)
         self.models: dict[Fraction, DeepJSCC] = {}
+        self.checkpoint: Path | None = None  # the user's model: then the only CBR served
         if checkpoint is not None:
             model = load_model(checkpoint, self.device)
             f = cbr_fraction(model.cfg.cbr)
             self.paths[f] = Path(checkpoint)
             self.models[f] = model
+            self.checkpoint = Path(checkpoint)
         self.multiple = max([read_config(p).factor for p in self.paths.values()] or [8])
 
     def _model(self, cbr: Fraction) -> DeepJSCC:
+        if self.checkpoint is not None and self.paths.get(cbr) != self.checkpoint:
+            mine = next(c for c, p in self.paths.items() if p == self.checkpoint)
+            raise DeepJSCCError(f"deepjscc checkpoint {self.checkpoint} is for CBR {cbr_str(mine)}, not CBR "
+                                f"{cbr_str(cbr)}: use it at CBR {cbr_str(mine)} only, or leave it out to use the "
+                                "shipped models")
         if cbr not in self.models:
             if cbr not in self.paths:
                 raise DeepJSCCError(missing_message(cbr, self.snr, self.paths))
@@ -343,6 +399,9 @@ class DeepJSCCCodec(Codec):
         return [self.paths[c] for c in sorted(self.paths)]
 
     def describe(self) -> str:
+        if self.checkpoint is not None:
+            mine = next(c for c, p in self.paths.items() if p == self.checkpoint)
+            return f"deepjscc (checkpoint {self.checkpoint}, CBR {cbr_str(mine)})"
         cbrs = ", ".join(cbr_str(c) for c in sorted(self.paths, reverse=True)) or "none"
         return f"deepjscc (training SNR {self.snr} dB; checkpoints for CBR {cbrs})"
 
@@ -398,6 +457,22 @@ def _position_order(h: int, w: int, h_in: int, w_in: int) -> torch.Tensor:
     return torch.cat([torch.nonzero(~outside).flatten(), torch.nonzero(outside).flatten()])
 
 
+def check_plan(options: dict, cbrs: list) -> None:
+    """A ``checkpoint`` serves its own CBR only: one-line ``DeepJSCCError`` (naming the checkpoint's CBR and the
+    sweep's) unless the sweep's CBRs are exactly that one (else the rows at other CBRs would come from other
+    models while the user asked for this one)."""
+    ck = options.get("checkpoint")
+    if not ck:
+        return
+    mine = cbr_fraction(read_config(ck).cbr)
+    sweep = sorted({cbr_fraction(c) for c in cbrs}, reverse=True)
+    if sweep != [mine]:
+        raise DeepJSCCError(f"deepjscc checkpoint {ck} is for CBR {cbr_str(mine)}, but the sweep runs CBR "
+                            f"{', '.join(cbr_str(c) for c in sweep)}: sweep --cbr {cbr_str(mine)} with it (one "
+                            "checkpoint serves one CBR), or leave the checkpoint out to use the shipped models")
+
+
+@codec_factory(DeepJSCCCodec.options, arg=DeepJSCCCodec.spec_arg, check=check_plan)
 def make_deepjscc(arg: str | None = None, **options) -> DeepJSCCCodec:
     """Registry factory. ``arg``: training SNR of the checkpoints (``deepjscc:10``, ``deepjscc:0:20``) or None
     (10 dB, the shipped set). Options: ``device``, ``checkpoint`` (a .safetensors file), ``checkpoint_dir``."""

@@ -53,7 +53,7 @@ class TrainConfig:
     device: str = "cpu"
     out: str = "."
     state: str | None = None
-    resume: bool = False
+    resume: bool = True  # continue from the state, else from OUT/NAME.safetensors; False: start afresh over them
     threads: int | None = None
     seed: int = 0
     val_every: int = 500
@@ -248,8 +248,87 @@ def warm_start(model: DeepJSCC, path: str | Path, log=print) -> list[str]:
 
 def init_cpu_hours(path: str | Path) -> float:
     """CPU-hours that went into a warm-start checkpoint, from its model card (0 if it has none)."""
+    from lrisc_sim.train_state import StateError, read_card
+
     card = Path(path).with_suffix(".json")
-    return card_cpu_hours(json.loads(card.read_text())) if card.is_file() else 0.0
+    if not card.is_file():
+        return 0.0
+    fix = f"restore it or move it away from --init {path}"
+    c = read_card(card, fix)
+    try:
+        return card_cpu_hours(c)
+    except (TypeError, ValueError):
+        raise StateError(f"{card}: its cpu_hours / wall_time_s / threads are not numbers; {fix}") from None
+
+
+def validate_config(cfg: TrainConfig) -> tuple[float, float]:
+    """Check every option against the trainers' shared rules (:mod:`lrisc_sim.train_checks`) before any work:
+    numbers and ranges, seed, device, the folders and files written (``--out``, ``--state``, ``--loss-log``) and
+    read at the end (``--eval-kodak``). Return the training SNR range (lo, hi) in dB."""
+    from lrisc_sim.train_checks import RULES, TrainOptionError, validate_training_args
+
+    lo, hi = parse_snr_range(cfg.snr)
+    if not (RULES["snr"].ok(lo) and RULES["snr"].ok(hi)):
+        raise TrainOptionError(f"--snr {cfg.snr}: {RULES['snr'].describe()}; a number (10) or a range LO:HI (0:20)")
+    validate_training_args(
+        {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "val_crop": cfg.val_crop,
+         "lr": cfg.lr, "lr_final": cfg.lr_final, "warmup": cfg.warmup, "ema": cfg.ema, "clip": cfg.clip,
+         "max_minutes": cfg.max_minutes, "val_every": cfg.val_every, "kodak_every": cfg.kodak_every,
+         "levels": cfg.arch.levels, "extra": cfg.arch.extra, "workers": cfg.workers, "threads": cfg.threads,
+         "eval_snr": cfg.eval_snr},
+        device=cfg.device, seed=cfg.seed, folders={"out": cfg.out},
+        files={"state": cfg.state or default_state_path(checkpoint_name(cfg.cbr, cfg.snr)),
+               "loss_log": cfg.loss_log},
+        inputs={"eval_kodak": cfg.eval_kodak})
+    if cfg.crop % cfg.arch.factor:
+        raise DeepJSCCError(f"--crop {cfg.crop} must be a multiple of the downsampling factor {cfg.arch.factor}")
+    return lo, hi
+
+
+STATE_KEYS = {"warm_from": "count", "prior_cpu_hours": "hours", "schedule": "schedule", "config": "dict"}
+
+
+def _check_own_state(meta: dict, state_path: Path, cfg: TrainConfig) -> None:
+    """A state resumed by default must be this run's: the one that exports to the same ``--out`` (the default
+    state path is shared by every run of the same CBR and SNR)."""
+    if meta.get("warm_from", 0) > meta["step"]:
+        raise DeepJSCCError(f"{state_path}: its warm_from {meta['warm_from']} is beyond its step {meta['step']}; "
+                            "pass --no-resume to start afresh (overwriting it) or delete it")
+    saved = meta.get("config", {}).get("out")
+    if isinstance(saved, str) and os.path.abspath(saved) != os.path.abspath(cfg.out):
+        raise DeepJSCCError(f"{state_path} is the state of the run exporting to {saved}, not --out {cfg.out}: "
+                            f"rerun with --out {saved} to continue it, give this run its own --state, or pass "
+                            "--no-resume to start afresh (overwriting that state)")
+
+
+def _continue_from_export(cfg: TrainConfig, path: Path, model: DeepJSCC, run, device) -> tuple[list, int]:
+    """Load the exported weights ``path`` and their card into ``model`` and ``run`` (a machine without the state);
+    return the cosine schedule and the step the warm-up restarts at. Cards that cannot be used are refused in one
+    line naming the file."""
+    from lrisc_sim.train_state import StateError, card_value, read_card
+
+    card_path = path.with_suffix(".json")
+    fix = f"restore it, or pass --no-resume to start afresh (overwriting {path.name} and its card)"
+    card = read_card(card_path, fix) if card_path.is_file() else {}
+    if read_config(path) != model.cfg:
+        raise DeepJSCCError(f"{path} has another architecture than this command: use the options of its "
+                            f"model card, another --out, or --no-resume to start afresh (overwriting it)")
+    steps = card_value(card, card_path, "steps", "count", 0, fix)
+    if steps > cfg.steps:
+        raise StateError(f"{path} is at step {steps}, beyond --steps {cfg.steps}: raise --steps to go on from it, "
+                         f"or pass --no-resume to start afresh (overwriting it)")
+    validation = card_value(card, card_path, "validation", "dict", {}, fix)
+    optimizer = card_value(card, card_path, "optimizer", "dict", {}, fix)
+    model.load_state_dict(load_model(path, device).state_dict())
+    run.step = steps
+    run.history = card_value(validation, card_path, "history", "list", [], fix)
+    run.elapsed = float(card_value(card, card_path, "wall_time_s", "seconds", 0.0, fix))
+    run.prior_cpu_hours = float(card_value(card, card_path, "cpu_hours_prior", "hours", 0.0, fix))
+    cfg.init = cfg.init or card_value(card, card_path, "warm_start", "path", None, fix)
+    planned = re.search(r"--steps (\d+)", card_value(card, card_path, "command", "text", "", fix))
+    schedule = card_value(optimizer, card_path, "schedule_steps", "schedule", None, fix) or \
+        [[0, int(planned[1]) if planned else cfg.steps]]
+    return schedule, run.step
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -258,25 +337,25 @@ def train(cfg: TrainConfig, log=print) -> dict:
     The EMA weights are validated every ``val_every`` steps and then exported to ``OUT/NAME.safetensors`` with
     their model card, so the output folder always holds the latest usable model (commit it to move machines).
     The resumable state (weights, EMA, Adam, RNG; safetensors + JSON, no pickle) lives outside the work tree
-    (:func:`default_state_path`, or ``--state``). ``--resume`` continues from it; when it is gone but
-    ``OUT/NAME.safetensors`` exists, training continues from those weights with a fresh optimizer and a
-    ``warmup``-step warm-up.
+    (:func:`default_state_path`, or ``--state``). The same command run again continues from it; when it is gone
+    but ``OUT/NAME.safetensors`` exists, training continues from those weights with a fresh optimizer and a
+    ``warmup``-step warm-up. Only ``resume=False`` (``--no-resume``) starts afresh over them. Every option is
+    checked before any work (:func:`validate_config`); a NaN or infinite loss stops the run naming the step.
     """
     from tqdm import tqdm
 
     from lrisc_sim import ddp
+    from lrisc_sim.train_checks import check_loss
     from lrisc_sim.train_state import EMA, StateError, TrainRun, weights_for_export
 
+    cfg.arch.cbr = cbr_str(cbr_fraction(cfg.cbr))
+    cfg.cbr = cfg.arch.cbr
+    lo, hi = validate_config(cfg)  # before any work: a one-line error for a bad option
     dist = ddp.init(cfg.device)
     if not dist.main:
         log = lambda *a, **k: None  # noqa: E731 (rank 0 logs)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    lo, hi = parse_snr_range(cfg.snr)
-    cfg.arch.cbr = cbr_str(cbr_fraction(cfg.cbr))
-    cfg.cbr = cfg.arch.cbr
-    if cfg.crop % cfg.arch.factor:
-        raise DeepJSCCError(f"--crop {cfg.crop} must be a multiple of the downsampling factor {cfg.arch.factor}")
     name = checkpoint_name(cfg.cbr, cfg.snr)
     out = Path(cfg.out)
     path = out / f"{name}.safetensors"
@@ -296,34 +375,30 @@ def train(cfg: TrainConfig, log=print) -> dict:
     warm_from = 0
     schedule: list[list[int]] = []  # [step, steps]: the cosine's length from that step (it changes when a resumed
     ema_state: dict = {}            # run is given another --steps)
-    if cfg.resume and state_path.is_file():
+    given_init = cfg.init
+    if cfg.resume and state_path.is_file():  # the same command again: continue where the state is
         try:
-            meta, ema_state, _ = run.resume(model, opt, device)
+            meta, ema_state, _ = run.resume(model, opt, device, steps=cfg.steps, optional=STATE_KEYS)
         except StateError as e:
             raise DeepJSCCError(str(e)) from None
+        _check_own_state(meta, state_path, cfg)
         warm_from, run.prior_cpu_hours = meta.get("warm_from", 0), meta.get("prior_cpu_hours", 0.0)
         cfg.init = cfg.init or meta.get("config", {}).get("init")  # the card keeps naming the warm start
-        schedule = meta.get("schedule") or [[0, int(meta.get("config", {}).get("steps", cfg.steps))]]
-        log(f"resumed {state_path} at step {run.step}")
-    elif cfg.resume and path.is_file():
-        card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
-        if read_config(path) != model.cfg:
-            raise DeepJSCCError(f"{path} has another architecture than this command: use the options of its "
-                                f"model card or another --out")
-        model.load_state_dict(load_model(path, device).state_dict())
-        run.step = int(card.get("steps", 0))
-        run.history = card.get("validation", {}).get("history", [])
-        run.elapsed = float(card.get("wall_time_s", 0.0))
-        run.prior_cpu_hours = float(card.get("cpu_hours_prior", 0.0))
-        cfg.init = cfg.init or card.get("warm_start")
-        planned = re.search(r"--steps (\d+)", card.get("command", ""))
-        schedule = card.get("optimizer", {}).get("schedule_steps") or [[0, int(planned[1]) if planned else cfg.steps]]
-        warm_from = run.step
+        planned = meta.get("config", {}).get("steps", cfg.steps)
+        schedule = meta.get("schedule") or [[0, planned if isinstance(planned, int) else cfg.steps]]
+        log(f"resumed {state_path} at step {run.step}" + (" (--init only starts a fresh run)" if given_init else ""))
+    elif cfg.resume and path.is_file():  # a machine without the state: continue from the exported weights
+        schedule, warm_from = _continue_from_export(cfg, path, model, run, device)
         log(f"no training state at {state_path}: continuing from the exported weights {path} at step {run.step} "
-            f"with a fresh optimizer ({cfg.warmup}-step warm-up)")
-    elif cfg.init:
-        warm_start(model, cfg.init, log)
-        run.prior_cpu_hours = init_cpu_hours(cfg.init)
+            f"with a fresh optimizer ({cfg.warmup}-step warm-up)"
+            + (" (--init only starts a fresh run)" if given_init else ""))
+    else:  # a fresh run (over an existing state or export only with --no-resume)
+        over = [str(p) for p in (state_path, path) if p.exists()]
+        if over:
+            log(f"starting afresh (--no-resume): overwriting {' and '.join(over)}")
+        if cfg.init:
+            warm_start(model, cfg.init, log)
+            run.prior_cpu_hours = init_cpu_hours(cfg.init)
     if not schedule or schedule[-1][1] != cfg.steps:
         schedule.append([run.step, cfg.steps])
     ema = EMA(model, cfg.ema, ema_state, updates=run.step - warm_from if ema_state else 0) if cfg.ema > 0 else None
@@ -392,6 +467,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 ema.update(model)
             run.step += 1
             lv = dist.mean(float(loss.detach()))
+            if not math.isfinite(lv):  # NaN / inf: stop before anything is saved or exported
+                bar.close()
+                check_loss(lv, run.step)
             if loss_log:
                 loss_log.write(f"{run.step} {lv:.9g}\n")
                 loss_log.flush()
@@ -418,8 +496,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         return card
     dist.close()
     if run.step < cfg.steps:
-        log(f"stopped {run.stop_reason()} at step {run.step}/{cfg.steps}; run the same command with "
-            f"--resume to continue (state {state_path})")
+        log(f"stopped {run.stop_reason()} at step {run.step}/{cfg.steps}; run the same command again to "
+            f"continue (state {state_path})")
         return card
     if not card:  # nothing left to train (resumed a finished run)
         run.lap()
@@ -593,7 +671,7 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="warm start: load the tensors of this checkpoint that fit (the trunk of another CBR)")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (saving the state) after this many minutes; --resume continues")
+                   help="stop (saving the state) after this many minutes; the same command continues")
     p.add_argument("--loss-log", default=None, metavar="FILE", help="append 'step loss' per training step here")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader workers that stream the image files (COCO-sized folders); 0: all in memory")
@@ -607,9 +685,12 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", default=None,
                    help="resumable training state (default ~/.cache/lrisc-sim/train/deepjscc/NAME.state.safetensors)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the training state, or else from OUT/NAME.safetensors with a fresh optimizer")
+                   help="continue from the training state, or else from OUT/NAME.safetensors with a fresh optimizer "
+                        "(the default; kept for scripts)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh even if the training state or OUT/NAME.safetensors exists (overwrites them)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the crops")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the crops, 0 .. 2^32-1")
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (and saved states)")
     p.add_argument("--eval-kodak", default=None, metavar="DIR", help="evaluate the result on this folder")
     p.add_argument("--eval-snr", type=float, default=d.eval_snr, help="SNR (dB) of that evaluation")
@@ -628,6 +709,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not 1 <= len(w) <= 2 or min(w) < 1:
         raise DeepJSCCError(f"bad --width '{args.width}': use FIRST,HIDDEN filter counts (32,64) or one number")
     first, hidden = (w[0], w[0]) if len(w) == 1 else (w[0], w[1])
+    from lrisc_sim.train_checks import check_option
+
+    if args.resume and args.no_resume:
+        raise DeepJSCCError("--resume and --no-resume contradict each other: give one (resuming is the default)")
+    for name in ("levels", "extra"):  # before the architecture is derived from them
+        check_option(name, getattr(args, name))
     levels = args.levels if args.levels is not None else default_levels(args.cbr)
     extra = args.extra if args.extra is not None else 4 - levels  # 5 conv layers in all, as in the original
     arch = DeepJSCCConfig(cbr=args.cbr, levels=levels, extra=extra, first_width=first, width=hidden)
@@ -636,7 +723,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_final=args.lr_final,
                        warmup=args.warmup, ema=args.ema, clip=args.clip, init=args.init,
                        max_minutes=args.max_minutes, loss_log=args.loss_log, workers=args.workers,
-                       device=args.device, out=args.out, state=args.state, resume=args.resume,
+                       device=args.device, out=args.out, state=args.state, resume=not args.no_resume,
                        threads=args.threads, seed=args.seed, val_every=args.val_every,
                        eval_kodak=args.eval_kodak, eval_snr=args.eval_snr, arch=arch,
                        kodak_every=args.kodak_every)

@@ -48,7 +48,9 @@ from baselines.analog import (ESTIMATORS, GENERIC_OPTIONS, check_options, llse_c
                               quantize_uniform, typed_option)
 from channels.base import Received
 from channels.power import real_to_complex
-from lrisc_sim.codec import Codec, Context, Decoded, Encoded, concat_encoded, pad_cat, shared, too_few_uses
+from lrisc_sim.codec import (Codec, Context, Decoded, Encoded, Option, concat_encoded, pad_cat, parse_options, shared,
+                             too_few_uses)
+from lrisc_sim.plugins import codec_factory
 
 COLOUR = torch.tensor([[1 / math.sqrt(3)] * 3,
                        [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
@@ -108,12 +110,20 @@ class SoftCast(Codec):
 
     name = "softcast"
     multiple = 1
+    options = (Option("chunk", "int", 16, "chunk side in DCT coefficients", low=1, high=4096),
+               Option("var_bits", "int", 8, "bits per quantised chunk variance (side information)", low=1, high=24),
+               Option("var_octaves", "float", 24.0, "range of the variance quantiser in octaves below the largest",
+                      low=0.0, high=64.0, low_open=True),
+               Option("estimator", "str", "llse", "receiver: LLSE (linear MMSE) or ZF", choices=ESTIMATORS))
+    spec_arg = "the chunk side (softcast:32 = softcast:chunk=32)"
 
     def __init__(self, chunk: int = 16, var_bits: int = 8, var_octaves: float = 24.0, estimator: str = "llse"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator '{estimator}': use {' or '.join(ESTIMATORS)}")
         if chunk < 1:
             raise ValueError(f"chunk side must be a positive number of coefficients, got {chunk}")
+        # the declared ranges hold however the codec is built (var_bits < 1 or var_octaves <= 0 break the side info)
+        parse_options("softcast", self.options, {"chunk": chunk, "var_bits": var_bits, "var_octaves": var_octaves})
         self.chunk = chunk
         self.var_bits = int(var_bits)
         self.var_octaves = float(var_octaves)
@@ -247,6 +257,7 @@ class SoftCast(Codec):
         return Decoded(images=img, ok=torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
 
 
+@codec_factory(SoftCast.options, arg=SoftCast.spec_arg)
 def make_softcast(arg: str | None = None, **options) -> SoftCast:
     """Factory: ``softcast``, ``softcast:32`` (chunk side) or ``softcast:chunk=32,var_bits=16,estimator=zf``;
     (the side-information charge is the sweep's ``--side-charge``)."""

@@ -9,6 +9,48 @@ import torch
 
 from channels.realization import Realization
 
+#: Largest tensor (bytes) a built-in channel allocates for one batch; larger requests are refused before allocation
+#: with a one-line :class:`ChannelError` naming the option or flag that sets the size (4 GiB).
+MAX_CHANNEL_BYTES = 4 * 2**30
+
+
+class ChannelError(ValueError):
+    """A channel that broke its contract (gains of the wrong shape, non-finite gains, noise variance or received
+    symbols), failed, or would allocate more than :data:`MAX_CHANNEL_BYTES`; the message names the channel and
+    the fix. The engine passes it through unchanged and blames the channel, not the codec."""
+
+
+def channel_label(ch: Channel) -> str:
+    """How messages name a channel: its spec (``name``), or its class path when it kept the default name."""
+    name = getattr(ch, "name", "channel")
+    return name if name != "channel" else f"{type(ch).__module__}:{type(ch).__qualname__}"
+
+
+def check_alloc(channel: str, what: str, nbytes: float, fix: str) -> None:
+    """Refuse, before allocating, a tensor of ``nbytes`` above :data:`MAX_CHANNEL_BYTES` (one-line
+    :class:`ChannelError` naming ``channel``, ``what`` is allocated and the ``fix``)."""
+    if nbytes > MAX_CHANNEL_BYTES:
+        raise ChannelError(f"channel '{channel}' would allocate {nbytes / 2**30:.3g} GiB for {what}, over the limit "
+                           f"of {MAX_CHANNEL_BYTES / 2**30:g} GiB; {fix}")
+
+
+def check_gains(ch: Channel, h: object, b: int, k: int) -> torch.Tensor:
+    """The gains ``h`` a channel's ``gains(realization, k)`` returned, checked: a ``B x k`` complex tensor of finite
+    values (one-line :class:`ChannelError` naming the channel otherwise). Only reads ``h``."""
+    name = channel_label(ch)
+    if not isinstance(h, torch.Tensor):
+        raise ChannelError(f"channel '{name}' returned gains of type {type(h).__name__}, expected a B x k complex "
+                           f"tensor ({b} x {k})")
+    if tuple(h.shape) != (b, k):
+        shape = " x ".join(map(str, h.shape)) or "a scalar"
+        raise ChannelError(f"channel '{name}' returned gains of shape {shape}, expected {b} x {k} (B images x k "
+                           "symbols); gains(realization, k) must return one gain per symbol of each image")
+    if not bool(torch.isfinite(h).all()):
+        bad = int((~torch.isfinite(h)).any(dim=1).sum()) if h.dim() == 2 else b
+        raise ChannelError(f"channel '{name}' returned non-finite (NaN/inf) gains for {bad} of {b} image(s); the "
+                           "channel, not the codec, is at fault: check its options")
+    return h if torch.is_complex(h) else h.to(torch.complex64)
+
 
 def snr_to_n0(snr_db: torch.Tensor | float) -> torch.Tensor:
     """N0 = 10^(-SNR/10): SNR is Es/N0 in dB per complex symbol with P = 1 (ARCHITECTURE.md section 3.3)."""
@@ -82,7 +124,8 @@ class Channel(ABC):
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=s.device).expand(b).clone()
         n0 = snr_to_n0(snr).to(s.device)
         # gains do not depend on the SNR: computed once per (realization, channel, k)
-        h = realization.memo(("gains", self.name, k), lambda: self.gains(realization, k)).to(s.device)
+        h = realization.memo(("gains", self.name, k),
+                             lambda: check_gains(self, self.gains(realization, k), b, k)).to(s.device)
         n = realization.cn("noise", k).to(s.device) * torch.sqrt(n0)[:, None]
         # y = h s + n with real arithmetic: bit-identical whatever the batch size or k (torch's vectorised complex
         # multiply rounds the tail of a buffer differently)

@@ -15,12 +15,22 @@ from channels.base import Channel
 from channels.realization import Realization
 
 
+#: Largest coherence block length L accepted. Any L >= k (the symbols of one image) already means one gain per
+#: image, so the bound loses nothing; gains are never expanded L-fold (``_expand_blocks``), so memory is B x k.
+MAX_COHERENCE = 10**9
+
+
 def _check_coherence(coherence: int | None) -> int | None:
     if coherence is None:
         return None
-    if isinstance(coherence, bool) or int(coherence) != coherence or coherence < 1:
-        raise ValueError(f"coherence block length L must be an integer >= 1, got {coherence!r}")
-    return int(coherence)
+    try:
+        v = float(coherence)
+    except (TypeError, ValueError, OverflowError):
+        v = math.nan
+    if isinstance(coherence, bool) or not math.isfinite(v) or not v.is_integer() or not 1 <= v <= MAX_COHERENCE:
+        raise ValueError(f"coherence block length L must be an integer in 1..{MAX_COHERENCE:.0e} (L >= the symbols "
+                         f"of an image is one gain per image), got {coherence!r}")
+    return int(v)
 
 
 def _num_blocks(k: int, coherence: int | None) -> int:
@@ -32,7 +42,7 @@ def _num_blocks(k: int, coherence: int | None) -> int:
 
 def _expand_blocks(g: torch.Tensor, k: int, coherence: int | None) -> torch.Tensor:
     """``B x n_blocks`` -> ``B x k``: symbol i takes block i // L (or the single block of its image)."""
-    if coherence is None:
+    if coherence is None or coherence >= k:  # one block covers the image: no L-fold copy (L may be huge)
         return g[:, :1].expand(-1, k).contiguous()
     return g.repeat_interleave(coherence, dim=1)[:, :k].contiguous()
 

@@ -9,12 +9,44 @@ sequence as a codec that sends more: comparisons between codecs use identical ch
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 STREAMS = {"noise": 0, "fading": 1, "phase": 2, "aux": 3}
+
+SEED_MAX = 2**32 - 1  #: seeds are the integers 0 .. 2^32 - 1 (one 32-bit word of the SeedSequence)
+SEED_RULE = f"must be an integer in 0..{SEED_MAX} (0..2^32-1)"
+
+
+class SeedError(ValueError):
+    """A seed outside 0 .. 2^32 - 1 (or not an integer); ``problem`` is the rule and the value, for front-ends
+    that name the input their own way (``--seed``, a TOML key)."""
+
+    def __init__(self, name: str, seed: object):
+        self.seed = seed
+        self.problem = f"{SEED_RULE}, got {seed!r}"
+        super().__init__(f"{name} {seed!r}: {SEED_RULE}")
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """The one definition of a valid seed, used by every front-end (sweep configuration, ``send``/``transmit``,
+    the CLI, the trainers): an integer (Python or numpy, not bool) in 0 .. 2^32 - 1, returned as ``int``.
+    Anything else raises :class:`SeedError` (a ``ValueError``) naming ``name`` and the range: seeds are never
+    reduced modulo 2^32, so two different seeds never give the same realizations.
+
+    >>> check_seed(7)
+    7
+    >>> check_seed(-1)
+    Traceback (most recent call last):
+    ...
+    channels.realization.SeedError: seed -1: must be an integer in 0..4294967295 (0..2^32-1)
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= SEED_MAX:
+        raise SeedError(name, seed)
+    return int(seed)
 
 
 def image_key(image_id: str) -> tuple[int, int]:
@@ -27,7 +59,7 @@ def image_key(image_id: str) -> tuple[int, int]:
 def generator(seed: int, image_id: str, trial: int, stream: str) -> np.random.Generator:
     """The numpy generator of one (seed, image, trial, stream)."""
     lo, hi = image_key(image_id)
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, lo, hi, int(trial), STREAMS[stream]])
+    ss = np.random.SeedSequence([check_seed(seed), lo, hi, int(trial), STREAMS[stream]])
     return np.random.Generator(np.random.PCG64(ss))
 
 
@@ -36,7 +68,7 @@ class Realization:
 
     Parameters
     ----------
-    seed : int, global seed of the sweep.
+    seed : int, global seed of the sweep, 0 .. 2^32 - 1 (:func:`check_seed`; anything else is a ``SeedError``).
     image_ids : sequence of str, length B, one id per image of the batch.
     trial : int, Monte Carlo trial index.
     device : torch device the draws are returned on.
@@ -53,7 +85,7 @@ class Realization:
     """
 
     def __init__(self, seed: int, image_ids: Sequence[str], trial: int, device: str | torch.device = "cpu"):
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.image_ids = list(image_ids)
         self.trial = int(trial)
         self.device = torch.device(device)

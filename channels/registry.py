@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 from channels.awgn import AWGN
 from channels.base import Channel
-from channels.fading import RayleighFading, RicianFading
+from channels.fading import MAX_COHERENCE, RayleighFading, RicianFading
+from channels.tdl import FC_RANGE, MAX_DS, MAX_FFT, MAX_SPEED, SCS_RANGE
 
 
 def _float(text: str) -> float:
@@ -55,16 +56,25 @@ class _Option:
     key: str
     parse: Callable[[str], float]
     check: Callable[[float], bool]
-    form: str  # shown in errors, e.g. "L=INT>=1"
+    form: str  # shown in errors, e.g. "L=INT in 1..1e9"
+    why: str = ""  # shown when a value is out of range
 
 
-_L = _Option("L", _int, lambda v: v >= 1, "L=INT>=1")
+# Bounds, checked at parse time so that nothing overflows or allocates beyond reason later: L above 10^9 is refused
+# (any L >= k, the symbols of one image, is one gain per image, so nothing is lost; memory stays B x k); the TDL
+# options keep to the physical ranges of ``channels.tdl`` (MAX_DS, MAX_SPEED, FC_RANGE, SCS_RANGE, MAX_FFT).
+MAX_L = MAX_COHERENCE
+_L = _Option("L", _int, lambda v: 1 <= v <= MAX_L, "L=INT in 1..1e9",
+             "any L >= the symbols of an image is one gain per image (the same as without L)")
 _K = _Option("K", _float, lambda v: v >= 0, "K=FLOAT>=0|inf")
-_DS = _Option("ds", _float, lambda v: 0 < v < math.inf, "ds=SECONDS")
-_SPEED = _Option("speed", _float, lambda v: 0 <= v < math.inf, "speed=M/S")
-_FC = _Option("fc", _float, lambda v: 0 < v < math.inf, "fc=HZ")
-_SCS = _Option("scs", _float, lambda v: 0 < v < math.inf, "scs=HZ")
-_FFT = _Option("fft", _int, lambda v: v >= 1, "fft=INT>=1")
+_DS = _Option("ds", _float, lambda v: 0 < v <= MAX_DS, "ds=SECONDS<=1e-5",
+              "delay spreads are seconds, e.g. 300e-9 (TR 38.901 tabulates 10 ns..1 us)")
+_SPEED = _Option("speed", _float, lambda v: 0 <= v <= MAX_SPEED, "speed=M/S<=1000",
+                 "the terminal speed in m/s, e.g. 3 (pedestrian) or 30 (vehicle)")
+_FC = _Option("fc", _float, lambda v: FC_RANGE[0] <= v <= FC_RANGE[1], "fc=HZ in 1e8..1e11")
+_SCS = _Option("scs", _float, lambda v: SCS_RANGE[0] <= v <= SCS_RANGE[1], "scs=HZ in 1e3..1e7")
+_FFT = _Option("fft", _int, lambda v: 1 <= v <= MAX_FFT, "fft=INT in 1..4096",
+               "4096 is the largest NR FFT; symbols fill ceil(k / fft) OFDM symbols of fft subcarriers")
 
 
 @dataclass(frozen=True)
@@ -221,7 +231,8 @@ def parse_channel_spec(spec: str) -> tuple[str, dict[str, float]]:
             except ValueError:
                 raise fail(f"bad value '{value}' for {opt.key}") from None
             if not opt.check(v):
-                raise fail(f"value {value} out of range for {opt.key}")
+                raise fail(f"value {value} out of range for {opt.key} ({opt.form}"
+                           + (f": {opt.why})" if opt.why else ")"))
             options[opt.key] = v
     missing = [k for k in info.required if k not in options]
     if missing:
@@ -246,7 +257,13 @@ def make_channel(spec: str) -> Channel:
     if plugin is not None:
         from lrisc_sim.plugins import PluginError, load_object
 
-        ch = load_object(plugin[1], "channel")(**options)
+        factory = load_object(plugin[1], "channel")  # a Channel subclass or a marked factory, else refused uncalled
+        try:
+            ch = factory(**options)
+        except Exception as e:  # noqa: BLE001 - the plugin's own failure, named with the spec
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise PluginError(f"channel '{spec}' ({plugin[1]}) failed while being built: {type(e).__name__}"
+                              f"{': ' + msg if msg else ''}") from None
         if not isinstance(ch, Channel):
             raise PluginError(f"channel '{name}' ({plugin[1]}) returned {type(ch).__name__}, not a "
                               "channels.base.Channel; return an instance of a Channel subclass")

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from channels.base import Channel
+from channels.base import Channel, check_alloc
 from channels.realization import Realization
 
 #: Scalable TR 38.901 profiles (delays scaled by the delay spread).
@@ -21,6 +21,14 @@ FIXED_PROFILES = {"A10": 10e-9, "A30": 30e-9, "B100": 100e-9, "C60": 60e-9, "C30
 DEFAULT_DELAY_SPREAD = 100e-9
 #: Speed of light [m/s] (the value Sionna uses).
 SPEED_OF_LIGHT = 299792458.0
+#: Physical ranges of the options (also checked by the channel grammar, ``channels.registry``): RMS delay spread up
+#: to 10 us (TR 38.901 Table 7.7.3-2 ends at 1 us), speed up to 1000 m/s, carrier 100 MHz..100 GHz (TR 38.901:
+#: 0.5-100 GHz), subcarrier spacing 1 kHz..10 MHz (NR: 15-960 kHz), FFT size up to 4096 (the NR maximum).
+MAX_DS = 10e-6
+MAX_SPEED = 1000.0
+FC_RANGE = (1e8, 1e11)
+SCS_RANGE = (1e3, 1e7)
+MAX_FFT = 4096
 #: Angle of arrival of the LOS path, TR 38.901 7.7.2 (Doppler peak at 0.7 f_D), as in Sionna's TDL.
 LOS_ANGLE_OF_ARRIVAL = math.acos(0.7)
 
@@ -101,11 +109,14 @@ class TDLChannel(Channel):
         else:
             raise ValueError(f"unknown TDL profile '{model}': use one of "
                              f"{', '.join(SCALABLE_PROFILES + tuple(FIXED_PROFILES))}")
-        checks = [(delay_spread > 0 and math.isfinite(delay_spread), "delay spread must be > 0"),
-                  (carrier_frequency > 0 and math.isfinite(carrier_frequency), "carrier frequency must be > 0"),
-                  (speed >= 0 and math.isfinite(speed), "speed must be >= 0"),
-                  (subcarrier_spacing > 0 and math.isfinite(subcarrier_spacing), "subcarrier spacing must be > 0"),
-                  (int(fft_size) == fft_size and fft_size >= 1, "fft_size must be an integer >= 1"),
+        checks = [(0 < delay_spread <= MAX_DS, f"delay spread must be in (0, {MAX_DS:g}] s"),
+                  (FC_RANGE[0] <= carrier_frequency <= FC_RANGE[1],
+                   f"carrier frequency must be in {FC_RANGE[0]:g}..{FC_RANGE[1]:g} Hz"),
+                  (0 <= speed <= MAX_SPEED, f"speed must be in 0..{MAX_SPEED:g} m/s"),
+                  (SCS_RANGE[0] <= subcarrier_spacing <= SCS_RANGE[1],
+                   f"subcarrier spacing must be in {SCS_RANGE[0]:g}..{SCS_RANGE[1]:g} Hz"),
+                  (math.isfinite(fft_size) and int(fft_size) == fft_size and 1 <= fft_size <= MAX_FFT,
+                   f"fft_size must be an integer in 1..{MAX_FFT}"),
                   (int(num_sinusoids) == num_sinusoids and num_sinusoids >= 1, "num_sinusoids must be >= 1")]
         for ok, msg in checks:
             if not ok:
@@ -190,7 +201,14 @@ class TDLChannel(Channel):
         b = len(realization)
         n_sym = max(1, -(-k // self.fft_size))
         static = self.omega_d == 0.0
-        times = torch.arange(1 if static else n_sym, dtype=torch.float64) * self.symbol_duration
+        # bytes of the OFDM response B x T x F and its B x n_sym x F copy (complex128), Sionna's B x L x F phase
+        # factors and the taps B x L x T, and the B x k complex64 gains: estimated before anything is allocated
+        t_steps = 1 if static else n_sym
+        check_alloc(self.name, f"the OFDM grid of {b} image(s) x {n_sym} OFDM symbols x {self.fft_size} subcarriers",
+                    16.0 * b * ((t_steps + n_sym) * self.fft_size + self.num_taps * (t_steps + self.fft_size))
+                    + 8.0 * b * k,
+                    "send fewer images per batch (--batch-size) or use a lower CBR")
+        times = torch.arange(t_steps, dtype=torch.float64) * self.symbol_duration
         a = self._taps(realization, times)  # B x L x T, complex128
         # Sionna shapes: a [B, rx=1, rx_ant=1, tx=1, tx_ant=1, L, T], tau [B, rx=1, tx=1, L]. Computed in double
         # precision and rounded once to complex64, so that the result of an image does not depend (to the bit)

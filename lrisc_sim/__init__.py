@@ -7,6 +7,8 @@ The public API (see ``lrisc_sim.api`` and README "Python API"):
 * ``transmit(image, codec, snr_db, cbr, channel, ...) -> Transmission``: one image at one point, with metrics and
   the codec's internal maps; ``send(codec, x, cbr, snr_db, channel, ...)`` the same for a tensor batch;
 * ``load_codec(spec, ...) -> Codec`` and ``make_channel(spec) -> Channel``;
+* ``compare(out, ref, ...) -> pandas.DataFrame``: paired differences to a reference codec, as ``lrisc-sim
+  compare``; ``plot(out, labels, formats, diff, ...) -> list of files``: redraw a folder's plots;
 * the contracts to implement a codec or a channel: ``Codec`` (``Context``, ``Encoded``, ``Decoded``) and
   ``Channel`` (``Realization``, ``Received``).
 """
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Channel": "channels.base", "Received": "channels.base", "Realization": "channels.realization",
     "load_codec": "lrisc_sim.api", "make_channel": "lrisc_sim.api", "sweep": "lrisc_sim.api",
+    "compare": "lrisc_sim.api", "plot": "lrisc_sim.api",
     "Codec": "lrisc_sim.codec", "Context": "lrisc_sim.codec", "Decoded": "lrisc_sim.codec",
     "Encoded": "lrisc_sim.codec", "SideInfoCharge": "lrisc_sim.codec",
     "ConfigError": "lrisc_sim.sweep_config", "SweepConfig": "lrisc_sim.sweep_config",

@@ -3,45 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 MAIN_EXAMPLE = "lrisc-sim sweep --snr 0:15:5 --cbr 1/48"
 DEFAULT_CODECS = "lrisc,deepjscc,bpg-ldpc,softcast"  # the paper's comparison, with the shipped checkpoints
 
-TRAINERS = {
-    "deepjscc": ("baselines.deepjscc_train", "DeepJSCC for one CBR (and a training SNR or SNR range)"),
-    "lrisc": ("lrisc_sim.lrisc.train", "LRISC, one stage of Algorithm 1 at a time (--stage 1|2|3)"),
-}
-
-
 class CliError(Exception):
     """An error already phrased for the user."""
 
 
-def _add_common_run_options(p: argparse.ArgumentParser) -> None:
+def _add_common_run_options(p: argparse.ArgumentParser, redo: bool = True) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 on <= 2 cores, else half the cores)")
+    if not redo:  # transmit keeps no rows, so there is nothing to redo
+        return
     p.add_argument("--redo", action="append", default=[], metavar="CODEC",
                    help="recompute the rows of these codec specs (comma-separated, repeatable), e.g. after "
                         "retraining a checkpoint; other codecs resume as usual")
 
 
-def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
-    """The parser; trainer options are added only when needed (importing them loads torch)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser (nothing heavy is imported: `lrisc-sim --help` stays fast)."""
     p = argparse.ArgumentParser(
         prog="lrisc-sim",
         description="Link-level simulator for wireless image transmission: LRISC (latent-guided conditional "
                     "diffusion JSCC), DeepJSCC, BPG+LDPC and more over AWGN, fading and 3GPP channels.",
         epilog=f"Example: {MAIN_EXAMPLE}   (then see results in runs/sweep/)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    p.add_argument("--version", action="store_true",
+                   help="print the version (and the git commit when run from a checkout) and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("sweep", help="Monte Carlo sweep over SNR and CBR", description=(
         "Run codecs x CBR x SNR x trials over a dataset on identical channel realizations. Writes results.csv "
         "(one row per image and point, resumable: rerun the same command after an interruption), summary.csv "
-        "(mean and 95%% CI), vs_snr.png / vs_cbr.png and config.json to --out."))
+        "(mean over images with a 95% CI over images), vs_snr.png / vs_cbr.png and config.json to --out."))
     s.add_argument("--snr", default="0:15:5", help="SNR grid in dB (Es/N0): '0:15:5' (inclusive), '0,3,7', '10' "
                                                    "(default 0:15:5)")
     s.add_argument("--cbr", default="1/48", help="CBR(s) k/(3HW): '1/48', '0.02', '1/64,1/16' (default 1/48)")
@@ -55,7 +52,8 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
                                                          "an image file (default builtin)")
     s.add_argument("--limit", type=int, default=None, help="use only the first N images")
     s.add_argument("--trials", type=int, default=1, help="channel realizations per image and point (default 1)")
-    s.add_argument("--seed", type=int, default=0, help="global seed of the channel realizations (default 0)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="global seed of the channel realizations, 0 .. 2^32-1 (default 0)")
     s.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
     s.add_argument("--decode-batch", type=int, default=None, metavar="N",
                    help="rows (images x SNR/trial points) per decoder call of the codecs that decode several "
@@ -84,14 +82,40 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     _add_common_run_options(r)
 
+    c = sub.add_parser("compare", help="paired differences of codecs to a reference codec in a sweep folder",
+                       description="Per codec, point and metric: the mean paired difference codec - REF over the "
+                                   "identical realizations (mean over images, 95% t CI over images, paired t and "
+                                   "Wilcoxon p-values), and the average gap over the SNR or CBR range; printed and "
+                                   "written to OUT/compare_REF.csv.")
+    c.add_argument("out", metavar="OUT", help="a folder written by sweep or run (with results.csv)")
+    c.add_argument("--ref", required=True, metavar="CODEC", help="the reference codec spec, e.g. deepjscc")
+    c.add_argument("--metrics", default=None, help="comma-separated metrics (default: those computed)")
+
+    pl = sub.add_parser("plot", help="redraw a sweep folder's plots (labels, PDF/SVG, difference panel)",
+                        description="Redraw vs_snr / vs_cbr from OUT/results.csv into OUT, with legend labels, "
+                                    "file formats and an optional paired-difference panel.")
+    pl.add_argument("out", metavar="OUT", help="a folder written by sweep or run (with results.csv)")
+    pl.add_argument("--label", action="append", default=[], metavar="CODEC=TEXT",
+                    help="legend text of a codec (repeatable; over the experiment file's labels)")
+    pl.add_argument("--format", default="png", help="comma-separated: png, pdf, svg (default png)")
+    pl.add_argument("--diff", default=None, metavar="REF",
+                    help="add a panel of paired differences to this codec (with 95%% CIs)")
+    pl.add_argument("--metrics", default=None, help="comma-separated metrics (default: those computed)")
+
     m = sub.add_parser("metrics", help="PSNR, MS-SSIM and LPIPS between two images",
                        description="Compare a reference image A with a distorted image B of the same size.")
     m.add_argument("a", help="reference image")
     m.add_argument("b", help="distorted image")
+    m.add_argument("--metrics", default="psnr,ms_ssim,lpips",
+                   help="metrics to compute, e.g. psnr for images too small for LPIPS (default psnr,ms_ssim,lpips)")
     m.add_argument("--device", default="auto")
 
-    sub.add_parser("codecs", help="list codecs and whether they can run here",
-                   description="List every codec, whether it can run on this machine, and why not.")
+    cp = sub.add_parser("codecs", help="list codecs and whether they can run here (--options: their options)",
+                        description="List every codec, whether it can run on this machine, and why not; with "
+                                    "--options, each codec's options (name, type, default, valid values, meaning), "
+                                    "written in a spec as NAME[:ARG]:KEY=VALUE,KEY=VALUE (e.g. lrisc:steps=8).")
+    cp.add_argument("--options", nargs="?", const="", default=None, metavar="CODEC",
+                    help="list the options of every codec, or of CODEC only")
     sub.add_parser("channels", help="list channel models and whether they can run here",
                    description="List every channel model, its spec grammar and availability.")
 
@@ -104,22 +128,27 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--cbr", default="1/48")
     t.add_argument("--channel", default="awgn")
     t.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"])
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the channel realization, 0 .. 2^32-1 (default 0)")
     t.add_argument("--checkpoint", default=None)
     t.add_argument("--out", default="runs/transmit")
-    _add_common_run_options(t)
+    _add_common_run_options(t, redo=False)
 
-    tr = sub.add_parser("train", help="train a model (deepjscc, lrisc)",
-                        description="Train the learned codecs; each writes safetensors + a JSON model card.")
-    tsub = tr.add_subparsers(dest="model", metavar="MODEL")
-    for name, (mod, helptext) in TRAINERS.items():
-        tp = tsub.add_parser(name, help=helptext, description=helptext)
-        if not with_trainers:
-            continue
-        try:
-            importlib.import_module(mod).configure_train_parser(tp)
-        except ImportError as e:
-            tp.set_defaults(_unavailable=str(e))
+    tr = sub.add_parser("train", help="train a codec from a recipe file (recipes/*.toml)",
+                        description="Run the stages of a training recipe (recipes/*.toml: the codec, its data, "
+                                    "channel and SNR range, stages with their steps and losses) in order, "
+                                    "resumably: the same command run again continues where it stopped. Each stage "
+                                    "exports its weights and model card at every validation.")
+    tr.add_argument("recipe", help="a recipe file, e.g. recipes/deepjscc_cbr1-48_rayleigh.toml")
+    tr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on CUDA; under torchrun "
+                                                    "every process gets its own GPU)")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on <= 2 cores)")
+    tr.add_argument("--max-minutes", type=float, default=None,
+                    help="stop (and save) after this many minutes; the same command continues")
+    tr.add_argument("--stage", default=None, help="run only this stage of the recipe (by name)")
+    tr.add_argument("--fresh", action="store_true",
+                    help="start the stages it runs afresh, overwriting their saved state and export (an explicit "
+                         "choice: without it a rerun always continues)")
+    tr.add_argument("--no-ship", action="store_true", help="do not copy the final export to the recipe's 'ship' path")
     return p
 
 
@@ -130,7 +159,11 @@ def _checkpoints(pairs: list[str], codecs: list[str]) -> dict[str, dict]:
 
     by_name: dict[str, list[str]] = {}
     for c in codecs:
-        by_name.setdefault(split_spec(c)[0], []).append(c)
+        try:
+            name = split_spec(c)[0]
+        except ValueError:  # a malformed spec: validate() words it as --codec
+            name = c
+        by_name.setdefault(name, []).append(c)
     opts: dict[str, dict] = {}
     for pair in pairs:
         codec, sep, path = pair.partition("=")
@@ -175,7 +208,9 @@ def cmd_sweep(a) -> int:
     from lrisc_sim.sweep_config import SweepConfig
 
     snr, cbr = parse_snr(a.snr), parse_cbr(a.cbr)
-    codecs = [c.strip() for c in a.codec.split(",") if c.strip()]
+    from lrisc_sim.registry import split_codec_list
+
+    codecs = split_codec_list(a.codec)  # commas inside a spec's options stay with it (softcast:chunk=8,var_bits=16)
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
     _threads(a.threads)
     _out(a.out)
@@ -224,10 +259,24 @@ def cmd_metrics(a) -> int:
     if x.shape != y.shape:
         raise CliError(f"image sizes differ: {a.a} is {x.shape[2]}x{x.shape[1]}, {a.b} is {y.shape[2]}x{y.shape[1]}"
                        "; compare images of the same size")
+    from lrisc_sim.codec import ImageTooSmall
+    from lrisc_sim.metrics import METRIC_NAMES
+
+    names = [n.strip() for n in a.metrics.split(",") if n.strip()]
+    bad = [n for n in names if n not in METRIC_NAMES]
+    if bad or not names:
+        raise CliError(f"--metrics {a.metrics}: unknown metric(s) {', '.join(bad) or '(none)'}; choose from "
+                       f"{','.join(METRIC_NAMES)}")
     dev = resolve_device(a.device)
-    m = compute_metrics(x[None].to(dev), y[None].to(dev))
+    try:
+        m = compute_metrics(x[None].to(dev), y[None].to(dev), [n for n in METRIC_NAMES if n in names])
+    except ImageTooSmall as e:  # LPIPS on images below 32 x 32
+        rest = ",".join(n for n in names if n != "lpips") or "psnr"
+        raise CliError(f"{a.a} ({x.shape[2]}x{x.shape[1]} px): {str(e).split(';')[0]}; leave lpips out with "
+                       f"--metrics {rest}") from None
     for k, label in (("psnr", "PSNR (dB)"), ("ms_ssim", "MS-SSIM"), ("lpips", "LPIPS (alex, v0.1)")):
-        print(f"{label:<20} {float(m[k][0]):.4f}")
+        if k in m:
+            print(f"{label:<20} {float(m[k][0]):.4f}")
     return 0
 
 
@@ -237,8 +286,11 @@ def _listing(rows: list[tuple[str, str, str, str]], width: int) -> None:
 
 
 def cmd_codecs(a) -> int:
-    from lrisc_sim.registry import available
+    from lrisc_sim.registry import available, option_lines
 
+    if a.options is not None:
+        print("\n".join(option_lines(a.options or None)))
+        return 0
     _listing(available(), 18)
     return 0
 
@@ -275,18 +327,44 @@ def cmd_transmit(a) -> int:
 
 
 def cmd_train(a) -> int:
-    if getattr(a, "model", None) is None:
-        raise CliError(f"name a model to train: {', '.join(TRAINERS)} (e.g. lrisc-sim train deepjscc --help)")
-    if getattr(a, "_unavailable", None):
-        raise CliError(f"training '{a.model}' is not available in this installation: {a._unavailable}")
-    _threads(getattr(a, "threads", None))
-    _out(getattr(a, "out", None))
-    mod = importlib.import_module(TRAINERS[a.model][0])
-    return int(mod.run_train(a) or 0)
+    from lrisc_sim.recipe import run_recipe
+    from lrisc_sim.train_checks import check_option
+
+    check_option("threads", a.threads)
+    check_option("max_minutes", a.max_minutes)
+    _threads(a.threads)
+    card = run_recipe(a.recipe, device=a.device, threads=a.threads or torch_threads(), max_minutes=a.max_minutes,
+                      fresh=a.fresh, only=a.stage, ship=not a.no_ship)
+    return 0 if card else 1
 
 
-COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "metrics": cmd_metrics, "codecs": cmd_codecs,
-            "channels": cmd_channels, "transmit": cmd_transmit, "train": cmd_train}
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def cmd_compare(a) -> int:
+    from lrisc_sim.paired import format_compare, run_compare
+
+    table = run_compare(a.out, a.ref, a.metrics)
+    print(format_compare(table))
+    for note in table.attrs.get("notes", []):
+        print(f"lrisc-sim: note: {note}", file=sys.stderr)
+    print(f"\ncomparison: {table.attrs['path']}")
+    return 0
+
+
+def cmd_plot(a) -> int:
+    from lrisc_sim.plots import parse_labels, plot_folder
+
+    for p in plot_folder(a.out, labels=parse_labels(a.label), formats=a.format, diff=a.diff, metrics=a.metrics):
+        print(p)
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "compare": cmd_compare, "plot": cmd_plot, "metrics": cmd_metrics,
+            "codecs": cmd_codecs, "channels": cmd_channels, "transmit": cmd_transmit, "train": cmd_train}
 
 
 # options whose values may start with '-' (argparse takes '-1/48' or '-5:5' for an option): such a value is
@@ -312,8 +390,13 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
-    parser = build_parser(with_trainers="train" in argv)
+    parser = build_parser()
     a = parser.parse_args(argv)
+    if a.version:
+        from lrisc_sim.provenance import version_line
+
+        print(version_line())
+        return 0
     if a.command is None:
         parser.print_help()
         return 0

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -141,6 +141,130 @@ class Context:
 
 Send = Callable[[Encoded], Received]
 
+OPTION_TYPES = ("int", "float", "str", "bool", "path", "program")
+
+
+class OptionError(ValueError):
+    """A codec option that is unknown or whose value is of the wrong type or out of range: ``codec`` (the spec),
+    ``option`` (its name), ``value`` and the ``problem`` (which names the valid options or range); ``in_spec``:
+    the option was written in the spec (``lrisc:steps=8``) rather than given as a key (TOML, API)."""
+
+    def __init__(self, codec: str, option: str, value: Any, problem: str, in_spec: bool = False):
+        self.codec, self.option, self.value, self.problem, self.in_spec = codec, option, value, problem, in_spec
+        super().__init__(f"codec {codec}: {problem}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a codec takes (declared once, in ``Codec.options`` or ``codec_factory(options=...)``).
+
+    name : the key (``steps`` in ``lrisc:steps=8`` or ``steps = 8`` in a ``[[codecs]]`` table).
+    type : ``int``, ``float``, ``str``, ``bool``, ``path`` (a file) or ``program`` (an executable: never taken
+        from an experiment file).
+    default : the value used when the option is not given (None: see ``meaning``).
+    meaning : one line for ``lrisc-sim codecs --options``.
+    low, high : inclusive bounds of numbers (``low_open``: ``low`` itself excluded); None: unbounded.
+    choices : the accepted values of a ``str`` option (empty: any text).
+    """
+
+    name: str
+    type: str
+    default: Any
+    meaning: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name}: type {self.type!r} is not one of {', '.join(OPTION_TYPES)}")
+
+    def rule(self) -> str:
+        """The accepted values in words, e.g. ``an integer >= 1`` or ``one of llse, zf``."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        kind = {"int": "an integer", "float": "a finite number", "bool": "true or false", "path": "an existing path",
+                "program": "an executable's path", "str": "text"}[self.type]
+        def num(v: float) -> str:
+            return str(int(v)) if self.type == "int" else f"{v:g}"
+
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}]"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {num(self.low)}"
+        if self.high is not None:
+            return f"{kind} <= {num(self.high)}"
+        return kind
+
+    def parse(self, value: Any, codec: str, in_spec: bool = False) -> Any:
+        """The typed value of ``value`` (a string from a spec, or a TOML/Python value); ``OptionError`` naming
+        the option, the value and the rule when it does not fit."""
+
+        def bad() -> OptionError:
+            return OptionError(codec, self.name, value, f"{self.name} must be {self.rule()}, got {value!r}", in_spec)
+
+        t = self.type
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower() if isinstance(value, str) else None
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise bad()
+        if t in ("int", "float"):
+            if isinstance(value, bool):
+                raise bad()
+            try:
+                v = float(value.strip()) if isinstance(value, str) else float(value)
+            except (TypeError, ValueError, OverflowError):
+                raise bad() from None
+            if not math.isfinite(v):
+                raise bad()
+            if t == "int":
+                if not v.is_integer():
+                    raise bad()
+                v = int(value.strip()) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() \
+                    else int(v)
+            if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+                raise bad()
+            if self.high is not None and v > self.high:
+                raise bad()
+            return v
+        if not isinstance(value, str) and not (t in ("path", "program") and isinstance(value, Path)):
+            raise bad()
+        text = str(value).strip()
+        if not text or (self.choices and text not in self.choices):
+            raise bad()
+        if t == "path" and not Path(text).exists():
+            raise OptionError(codec, self.name, value, f"{self.name} file {text} of {codec} not found", in_spec)
+        return text
+
+    def describe(self) -> str:
+        """One listing line: ``name  type  default  rule: meaning``."""
+        d = "-" if self.default is None else str(self.default).lower() if isinstance(self.default, bool) \
+            else f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+        return f"{self.name:<16} {self.type:<7} default {d:<10} {self.rule()}: {self.meaning}"
+
+
+def parse_options(codec: str, declared: Sequence[Option], given: dict[str, Any], in_spec: bool = False
+                  ) -> dict[str, Any]:
+    """``given`` (name -> raw value) checked against the ``declared`` options of ``codec`` and typed; a name that
+    is not declared is an ``OptionError`` listing the valid ones. Options not given are left out (the codec's
+    defaults apply)."""
+    by_name = {o.name: o for o in declared}
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        opt = by_name.get(key)
+        if opt is None:
+            valid = ", ".join(by_name) or "none"
+            raise OptionError(codec, key, value, f"'{key}' is not an option of {codec.partition(':')[0]} (its "
+                                                 f"options: {valid}; see lrisc-sim codecs --options)", in_spec)
+        out[key] = opt.parse(value, codec, in_spec)
+    return out
+
 
 class Codec(ABC):
     """A transmission scheme: images -> complex symbols -> images. The contract (ARCHITECTURE.md section 4.1):
@@ -163,12 +287,19 @@ class Codec(ABC):
         (nothing shared across rows, no per-batch statistics): the engine then stacks the rows of several
         (SNR, trial) points into one ``run`` call (``--decode-batch``). Set it only where a row's output is
         the same to the bit whatever the batch (LRISC's U-Net is not, so LRISC stays per point by default).
+    options : the options the codec takes (:class:`Option`: name, type, default, range, meaning), checked by the
+        registry before the codec is built (``lrisc-sim codecs --options`` lists them). A ``Codec`` subclass
+        named by a spec is built as ``cls(**options)`` (``cls(ARG, **options)`` when the spec has an ARG); a
+        factory declares its options with ``lrisc_sim.plugins.codec_factory`` instead.
+    spec_arg : what the ARG of ``NAME:ARG`` means for this codec ("" when it takes none).
     """
 
     name: str = "codec"
     multiple: int = 1
     snr_aware_encoder: bool = False
     batched_decode: bool = False
+    options: ClassVar[tuple[Option, ...]] = ()
+    spec_arg: ClassVar[str] = ""
 
     @abstractmethod
     def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:

@@ -89,11 +89,13 @@ def to_float_rgb(arr: np.ndarray, mode: str | None = None, name: str = "image") 
     elif a.dtype == np.uint16 or (mode is not None and mode.startswith("I;16")):
         a = a.astype(np.float32) / 65535.0
     elif a.dtype in (np.int32, np.int64, np.uint32):  # PIL mode "I": 16-bit data stored in int32
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{name}: integer pixels in [{a.min()}, {a.max()}], outside 0..65535; save it as 8- or "
+                            "16-bit PNG")
         a = a.astype(np.float32) / (65535.0 if a.max(initial=0) > 255 else 255.0)
     elif np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32)
-        if a.size and a.max() > 1.0 + 1e-6:
-            a = a / 255.0
+        a = _float_scale(a, name)
     else:
         raise DataError(f"{name}: unsupported pixel type {a.dtype}; convert it to 8- or 16-bit PNG")
     if a.ndim == 2:
@@ -113,16 +115,84 @@ def to_float_rgb(arr: np.ndarray, mode: str | None = None, name: str = "image") 
     return np.clip(a, 0.0, 1.0)
 
 
+#: tolerance of the float-pixel rule (:func:`_float_scale`): under half an 8-bit level
+FLOAT_TOLERANCE = 1.0 / 512
+
+
+def _float_scale(a: np.ndarray, name: str) -> np.ndarray:
+    """Float pixels to [0, 1] by one stated rule (ARCHITECTURE.md 3.1):
+
+    * all values in [0, 1] (within :data:`FLOAT_TOLERANCE`): used as they are (the tolerance clipped);
+    * all in [0, 255] with a maximum above 2: an 8-bit scale, divided by 255;
+    * anything else (negative values, values above 255, or a maximum in (1, 2], which could be either scale):
+      refused with a ``DataError`` naming the file and its range, never clipped to a black or white image.
+    NaN/inf are left for the caller's check.
+    """
+    fin = a[np.isfinite(a)]
+    if fin.size == 0:
+        return a
+    lo, hi = float(fin.min()), float(fin.max())
+    t = FLOAT_TOLERANCE
+    if lo >= -t and hi <= 1 + t:
+        return a
+    if lo >= -t and 2 < hi <= 255 + 255 * t:
+        return a / 255.0
+    raise DataError(f"{name}: float pixels in [{lo:.4g}, {hi:.4g}], neither in [0, 1] nor an 8-bit scale "
+                    "(0..255, maximum above 2); rescale the image to [0, 1] (e.g. (x - min) / (max - min)) and "
+                    "save it again")
+
+
+#: largest image accepted, in pixels (H x W), unless ``$LRISC_SIM_MAX_PIXELS`` says otherwise; checked from the
+#: header before anything is decoded (a decoded image costs 12 bytes per pixel as float32 RGB)
+MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "LRISC_SIM_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The pixel limit per image: ``$LRISC_SIM_MAX_PIXELS`` or :data:`MAX_PIXELS`."""
+    v = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not v:
+        return MAX_PIXELS
+    try:
+        n = int(float(v))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}={v!r}: give the largest image size to accept, in pixels (e.g. 40000000)")
+    return n
+
+
+def _display(p: Path) -> str:
+    """``p`` as text; bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(p).decode("utf-8", "backslashreplace")
+
+
+def check_utf8_name(p: Path) -> None:
+    """``DataError`` when the path ``p`` is not valid UTF-8 (result tables, ids and messages are UTF-8 text)."""
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{_display(p)}: file name is not valid UTF-8; rename it (e.g. with only ASCII letters, "
+                        "digits, '-' and '_')") from None
+
+
 @contextmanager
 def _open_image(p: Path):
     """``PIL.Image.open(p)`` (header read, pixels not yet decoded) whose failures, in the ``with`` body too, become
     one-line ``DataError``s naming the file and the fix."""
     from PIL import Image, UnidentifiedImageError
 
+    check_utf8_name(p)
     if not p.is_file():
         raise DataError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
+            w, h = im.size
+            limit = max_pixels()
+            if w * h > limit:
+                raise DataError(f"{p}: {w}x{h} = {w * h / 1e6:.1f} Mpx, over the limit of {limit / 1e6:g} Mpx per "
+                                f"image (decoded it needs about {12 * w * h / 2**30:.1f} GiB); downscale or crop it, "
+                                f"or raise the limit with {MAX_PIXELS_ENV}=PIXELS")
             yield im
     except UnidentifiedImageError:
         raise DataError(f"{p}: not a readable image (unknown or corrupt format); re-save it as PNG") from None
@@ -172,6 +242,8 @@ def image_paths(folder: str | os.PathLike) -> list[Path]:
     if not d.is_dir():
         raise DataError(f"{d}: no such folder; give a folder of images, 'builtin' or 'kodak'")
     files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for p in files:
+        check_utf8_name(p)
     if not files:
         raise DataError(f"{d}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
@@ -231,8 +303,10 @@ KODAK_PIXEL_SHA256: dict[str, str] = {
 def kodak_images(root: str | os.PathLike | None = None, limit: int | None = None) -> list[Item]:
     """The 24 Kodak images (lazy, as ``folder_images``): from ``root`` (or ``$LRISC_SIM_KODAK``) if given, else
     from the cache, downloading them (pixel checksums verified) when missing; ``limit`` keeps the first N."""
+    where = "the Kodak folder" if root else "LRISC_SIM_KODAK"
     root = root or os.environ.get("LRISC_SIM_KODAK")
     if root is not None:
+        verify_kodak(Path(root), where)
         return folder_images(root, limit)
     d = cache_dir() / "kodak"
     d.mkdir(parents=True, exist_ok=True)
@@ -254,6 +328,52 @@ def kodak_images(root: str | os.PathLike | None = None, limit: int | None = None
     return folder_images(d, limit)
 
 
+_KODAK_VERIFIED: set[tuple] = set()  # (folder, (name, size, mtime) of each file) that passed verify_kodak
+
+
+def verify_kodak(folder: Path, where: str = "LRISC_SIM_KODAK") -> None:
+    """``DataError`` unless ``folder`` holds exactly the 24 Kodak images (``kodim01.png`` .. ``kodim24.png``, no
+    other image) with the known pixels (:data:`KODAK_PIXEL_SHA256`, as the download is checked); ``where`` names
+    the setting in the message. A folder that passed is not decoded again in this process while its files keep
+    their size and modification time."""
+    folder = Path(folder)
+    fix = (f"point {where} at the 24 Kodak PNGs, unset it to download them, or give the folder itself as the "
+           f"dataset (--dataset {_display(folder)}) to run on its images under their own name")
+    if not folder.is_dir():
+        raise DataError(f"{where}={_display(folder)}: no such folder; {fix}")
+    try:
+        files = image_paths(folder)
+    except DataError:
+        files = []
+    st = []
+    for f in files:
+        try:
+            s = f.stat()
+        except OSError:
+            continue
+        st.append((f.relative_to(folder).as_posix(), s.st_size, s.st_mtime_ns))
+    key = (str(folder.resolve()), tuple(st))
+    if key in _KODAK_VERIFIED:
+        return
+    names = [n for n, _, _ in st]
+    other = [n for n in names if n not in KODAK_PIXEL_SHA256]
+    missing = [n for n in KODAK_PIXEL_SHA256 if n not in names]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of the 24 files missing ({', '.join(missing[:3])}"
+                        f"{', ...' if len(missing) > 3 else ''})")
+    if other:
+        problems.append(f"{len(other)} other image(s) ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''})")
+    if not problems:
+        wrong = [n for n in names if not _sha_ok(folder / n)]
+        if wrong:
+            problems.append(f"{', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''} "
+                            f"{'has' if len(wrong) == 1 else 'have'} other pixels than Kodak's")
+    if problems:
+        raise DataError(f"{where}={_display(folder)} is not the Kodak set: {'; '.join(problems)}; {fix}")
+    _KODAK_VERIFIED.add(key)
+
+
 def _sha_ok(f: Path) -> bool:
     """True if the file decodes to the known Kodak pixels."""
     from PIL import Image
@@ -261,8 +381,10 @@ def _sha_ok(f: Path) -> bool:
     want = KODAK_PIXEL_SHA256.get(f.name)
     try:
         with Image.open(f) as im:
+            if im.size not in ((768, 512), (512, 768)):  # Kodak's sizes: nothing else is decoded
+                return False
             a = np.asarray(im.convert("RGB"))
-    except OSError:
+    except (OSError, Image.DecompressionBombError):
         return False
     return want is not None and hashlib.sha256(a.tobytes()).hexdigest()[:16] == want
 
@@ -301,6 +423,7 @@ def load_dataset(spec: str, limit: int | None = None) -> list[Item]:
         return kodak_images(limit=limit)
     else:
         p = Path(spec)
+        check_utf8_name(p)
         if p.is_file():
             items = [Item(p.stem, load_image(p))]
         elif p.is_dir():

@@ -37,7 +37,9 @@ class Dist:
         return self.world > 1
 
     def local_batch(self, global_batch: int) -> int:
-        """Images per rank; a one-line ``ValueError`` unless ``global_batch`` divides evenly."""
+        """Images per rank; a one-line ``ValueError`` unless ``global_batch`` (>= 1) divides evenly."""
+        if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+            raise ValueError(f"--batch-size {global_batch!r}: must be an integer >= 1 (crops per step)")
         if global_batch % self.world:
             raise ValueError(f"--batch-size {global_batch} is the global batch and must be a multiple of the "
                              f"{self.world} processes: use {max(self.world, global_batch // self.world * self.world)}")

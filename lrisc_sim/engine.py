@@ -8,7 +8,9 @@ the SNR (the encoder of an SNR-unaware codec, the unit-variance noise and fading
 from __future__ import annotations
 
 import math
+import sys
 import time
+from contextlib import contextmanager
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from channels.realization import Realization
 from lrisc_sim.codec import (Codec, Context, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report,
                              codec_note, encoder_needs_snr, pad_cat)
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
+from lrisc_sim.link_rules import (check_channel, check_encoded, nonfinite_pixels, underfilled, wrap_channel_error,
+                                  wrap_codec_error)
 from lrisc_sim.metrics import METRIC_NAMES
 from lrisc_sim.results import Row, point_key
 from lrisc_sim.sweep_config import ConfigError, SweepConfig
@@ -35,6 +39,12 @@ STAGES = ("encode", "channel", "decode", "metrics")
 # on four 256 x 256 crops); on a GPU 2^26 (1024 rows of 256 x 256). At least one point is decoded per call.
 DECODE_PIXELS = {"cpu": 2**18, "cuda": 2**26}
 
+#: Largest sweep plan, in image-points (codecs x CBRs x SNRs x trials x images): a larger one is refused before it
+#: is built, with the count (``Plan``); trials alone are bounded by ``sweep_config.MAX_TRIALS``.
+MAX_IMAGE_POINTS = 10**7
+#: Realizations (per trial) kept alive in a task; beyond this the cache is cleared (their draws are redone).
+MAX_CACHED_REALIZATIONS = 1024
+
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error with the fix."""
@@ -47,6 +57,30 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+class PointGrid(Sequence):
+    """Every (snr_db, trial) pair of a task, SNR-major, without building the list: ``len`` is
+    ``len(snrs) x trials``, item ``i`` is ``(snrs[i // trials], i % trials)``; slices give lists."""
+
+    def __init__(self, snrs: Sequence[float], trials: int):
+        self.snrs = list(snrs)
+        self.trials = int(trials)
+
+    def __len__(self) -> int:
+        return len(self.snrs) * self.trials
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.snrs[i // self.trials], i % self.trials
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, PointGrid)) else NotImplemented
+
+
 @dataclass
 class Task:
     """One unit of work: a codec at one CBR on one batch of equal-size images, over the points still missing."""
@@ -54,11 +88,85 @@ class Task:
     codec: str
     cbr: Fraction | float
     items: list[Item]
-    points: list[tuple[float, int]]  # (snr_db, trial) pairs still to do for at least one image
+    points: Sequence[tuple[float, int]]  # (snr_db, trial) pairs still to do for at least one image (a list or a
+    # PointGrid when none is done yet)
 
     @property
     def n_points(self) -> int:
         return len(self.points) * len(self.items)
+
+
+class Plan:
+    """The tasks of a sweep, sized before they are built and made lazily (``Engine.plan``).
+
+    The grid (codecs x CBRs x SNRs x trials x images) is checked against :data:`MAX_IMAGE_POINTS` first (a
+    ``ConfigError`` with the count names the largest factor). Finished rows are counted per (codec, CBR, image) in
+    one pass over ``done``: a batch with every point done is skipped, one with none done gets a ``PointGrid``
+    (nothing enumerated), and only a partly done batch lists its missing points (as before: a point is missing
+    when any image of the batch lacks it). Iterating yields the ``Task``s in the order of the nested loops codec,
+    CBR, batch; ``total`` is the image-points still to do, ``len`` the number of tasks."""
+
+    def __init__(self, cfg: SweepConfig, channel: str, items: Sequence[Item], done: set[tuple]):
+        n_img = len(items)
+        factors = {"codecs": len(cfg.codecs), "cbr": len(cfg.cbr), "snr_db": len(cfg.snr_db),
+                   "trials": int(cfg.trials), "limit": n_img}
+        size = math.prod(factors.values())
+        if size > MAX_IMAGE_POINTS:
+            worst = max(("trials", "snr_db", "cbr", "codecs", "limit"), key=lambda f: factors[f])
+            raise ConfigError(worst, getattr(cfg, worst), (
+                f"the sweep has {factors['codecs']} codec(s) x {factors['cbr']} CBR(s) x {factors['snr_db']} SNR(s) "
+                f"x {factors['trials']} trial(s) x {n_img} image(s) = {size:,} image-points, over the limit of "
+                f"{MAX_IMAGE_POINTS:,}; use fewer trials, SNRs, CBRs or images, or split it into several sweeps"))
+        self.cfg, self.channel = cfg, channel
+        self.batches = list(group_by_size(items, cfg.batch_size))
+        per_point = len(cfg.snr_db) * int(cfg.trials)
+        counts = _done_counts(cfg, channel, {it.id for it in items}, done)
+        self._partial: dict[tuple[int, int, int], list[tuple[float, int]]] = {}
+        self._skip: set[tuple[int, int, int]] = set()
+        self.total = 0
+        for ci, spec in enumerate(cfg.codecs):
+            for ri, cbr in enumerate(cfg.cbr):
+                key_cbr = round(float(cbr), 12)
+                for bi, batch in enumerate(self.batches):
+                    have = [counts.get((spec, key_cbr, it.id), 0) for it in batch]
+                    if all(h >= per_point for h in have):
+                        self._skip.add((ci, ri, bi))
+                    elif any(have):
+                        pts = [(snr, t) for snr in cfg.snr_db for t in range(cfg.trials)
+                               if any(point_key(spec, float(cbr), snr, channel, t, it.id) not in done for it in batch)]
+                        if pts:
+                            self._partial[(ci, ri, bi)] = pts
+                            self.total += len(pts) * len(batch)
+                        else:
+                            self._skip.add((ci, ri, bi))
+                    else:
+                        self.total += per_point * len(batch)
+        self._n = len(cfg.codecs) * len(cfg.cbr) * len(self.batches) - len(self._skip)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Task]:
+        cfg = self.cfg
+        for ci, spec in enumerate(cfg.codecs):
+            for ri, cbr in enumerate(cfg.cbr):
+                for bi, batch in enumerate(self.batches):
+                    if (ci, ri, bi) in self._skip:
+                        continue
+                    pts = self._partial.get((ci, ri, bi))
+                    yield Task(spec, cbr, batch, pts if pts is not None else PointGrid(cfg.snr_db, cfg.trials))
+
+
+def _done_counts(cfg: SweepConfig, channel: str, ids: set[str], done: set[tuple]) -> dict[tuple, int]:
+    """Finished rows of this sweep's grid per (codec, rounded CBR, image), in one pass over ``done``."""
+    codecs, cbrs = set(cfg.codecs), {round(float(c), 12) for c in cfg.cbr}
+    snrs = {round(float(s), 9) for s in cfg.snr_db}
+    counts: dict[tuple, int] = defaultdict(int)
+    for codec, cbr, snr, ch, trial, image in done:
+        if (ch == channel and codec in codecs and cbr in cbrs and snr in snrs and 0 <= trial < cfg.trials
+                and image in ids):
+            counts[(codec, cbr, image)] += 1
+    return counts
 
 
 class Engine:
@@ -74,6 +182,7 @@ class Engine:
         self._codecs: dict[str, Codec] = {}
         self._factory = codec_factory
         self.timings: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(STAGES, 0.0))
+        self._noted: set[tuple[str, float]] = set()  # (codec, CBR) pairs already noted as not filling the budget
 
     def codec(self, spec: str) -> Codec:
         if spec not in self._codecs:
@@ -96,18 +205,10 @@ class Engine:
         not used by this process, e.g. on a resume or under Ray, are built here to describe themselves)."""
         return [codec_note(spec, self.codec(spec)) for spec in self.cfg.codecs]
 
-    def plan(self, items: Sequence[Item], done: set[tuple]) -> list[Task]:
-        """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped."""
-        tasks = []
-        ch = self.channel_label
-        for spec in self.cfg.codecs:
-            for cbr in self.cfg.cbr:
-                for batch in group_by_size(items, self.cfg.batch_size):
-                    pts = [(snr, t) for snr in self.cfg.snr_db for t in range(self.cfg.trials)
-                           if any(point_key(spec, float(cbr), snr, ch, t, it.id) not in done for it in batch)]
-                    if pts:
-                        tasks.append(Task(spec, cbr, batch, pts))
-        return tasks
+    def plan(self, items: Sequence[Item], done: set[tuple]) -> Plan:
+        """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped. The plan
+        is sized first (a grid over ``MAX_IMAGE_POINTS`` is refused with its count) and built lazily (``Plan``)."""
+        return Plan(self.cfg, self.channel_label, items, done)
 
     def points_per_decode(self, codec: Codec, b: int, hw: tuple[int, int]) -> int:
         """How many (SNR, trial) points of ``b`` images of padded size ``hw`` go into one decode call: 1 unless the
@@ -134,7 +235,15 @@ class Engine:
         ids = [it.id for it in task.items]
         cbr = float(task.cbr)
         needs_snr = encoder_needs_snr(codec, self.charge)
-        realizations = {t: Realization(self.cfg.seed, ids, t, self.device) for t in {p[1] for p in task.points}}
+        realizations: dict[int, Realization] = {}  # made when first used; bounded (a plan may have 10^6 trials)
+
+        def realization(trial: int) -> Realization:
+            r = realizations.get(trial)
+            if r is None:
+                if len(realizations) >= MAX_CACHED_REALIZATIONS:
+                    realizations.clear()
+                r = realizations[trial] = Realization(self.cfg.seed, ids, trial, self.device)
+            return r
         encoded: dict[object, tuple[Encoded, Context]] = {}
         from lrisc_sim.metrics import Reference
 
@@ -146,7 +255,8 @@ class Engine:
         def transmit(enc: Encoded, snr: float, trial: int) -> Received:
             nonlocal t_ch
             c0 = time.perf_counter()
-            rx = equalize(self.channel(enc.symbols, float(snr), realizations[trial]), self.cfg.equalizer)
+            rx = send_checked(self.channel, self.cfg.channel, enc, float(snr), realization(trial), self.cfg.equalizer,
+                              ids, trial)
             t_ch += time.perf_counter() - c0
             return rx
 
@@ -161,14 +271,18 @@ class Engine:
                     snr_vec = torch.full((b,), float(key), device=self.device) if needs_snr else None
                     ctx = Context(hw, self.charge, snr_vec)
                     with torch.no_grad():
-                        encoded[key] = (encode_batch(codec, x, cbr, ctx, ids), ctx)
+                        encoded[key] = (encode_batch(codec, x, cbr, ctx, ids, task.codec, key), ctx)
             t1 = time.perf_counter()
             t_ch = 0.0
-            with torch.no_grad():
+            at = chunk[0] if len(chunk) == 1 else (None, None)  # the point named if the codec raises
+            with torch.no_grad(), codec_errors(task.codec, "decode", cbr, ids, *at):
                 if per == 1:
                     snr, trial = chunk[0]
                     enc, ctx = encoded[keys[0]]
-                    outs = [codec.run(enc, lambda e: transmit(e, snr, trial), ctx)]
+                    dec, used = codec.run(enc, lambda e: transmit(e, snr, trial), ctx)
+                    if used is not enc:  # e.g. the winning MCS of an envelope: the rules hold for what was sent
+                        check_encoded(task.codec, used, ctx, cbr, ids, snr_db=snr)
+                    outs = [(dec, used)]
                 else:
                     parts = [encoded[snr if needs_snr else None] for snr, _ in chunk]
                     merged = codec.concat_encoded([e for e, _ in parts])
@@ -188,10 +302,10 @@ class Engine:
             tim["decode"] += (t2 - t1) - t_ch
             spent = (t2 - t0) / len(chunk)  # encode, channel and decode time of one point
             for (snr, trial), (dec, enc_used) in zip(chunk, outs):
-                yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent)
+                yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent, codec)
 
     def _rows(self, task: Task, snr: float, trial: int, dec: Decoded, enc_used: Encoded, x0: torch.Tensor,
-              reference, spent: float) -> list[Row]:
+              reference, spent: float, codec: Codec | None = None) -> list[Row]:
         """The rows of one point from its decoded batch: metrics, CBR split and info columns."""
         tim = self.timings[task.codec]
         ids = [it.id for it in task.items]
@@ -199,15 +313,15 @@ class Engine:
         cbr = float(task.cbr)
         t2 = time.perf_counter()
         y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
-        if not torch.isfinite(y).all():
-            raise FloatingPointError(f"codec '{task.codec}' produced NaN/inf pixels at SNR {snr} dB "
-                                     f"(images {', '.join(ids)}); check its checkpoint")
+        if not bool(torch.isfinite(y).all()):  # the codec's fault: symbols and channel outputs were checked
+            raise nonfinite_pixels(task.codec, y, ids, cbr, snr, codec.weight_files() if codec is not None else ())
         try:
             mets = self.metrics(x0, y, reference)
         except ImageTooSmall as e:
             raise ImageTooSmall(f"{_which(ids, hw)}: {e}") from None
         t3 = time.perf_counter()
         rep = cbr_report(enc_used, hw, self.charge, snr)
+        self._note_underfill(task, enc_used, rep)
         tim["metrics"] += t3 - t2
         per_img = (spent + t3 - t2) / len(ids)
         info = {**enc_used.info, **dec.info}
@@ -222,21 +336,81 @@ class Engine:
                 info={k: _scalar(v[i]) for k, v in info.items()}))
         return rows
 
+    def _note_underfill(self, task: Task, enc: Encoded, rep: dict[str, torch.Tensor]) -> None:
+        """Say once per (codec, CBR) on stderr when the codec's images (those that send anything) use less than
+        ``link_rules.UNDERFILL`` of the target CBR: its rows stand at the CBR it used."""
+        key = (task.codec, float(task.cbr))
+        if key in self._noted:
+            return
+        sent = enc.length.detach().cpu() > 0
+        if not bool(sent.any()):
+            return
+        used = float(rep["cbr_total"][sent].mean())
+        if underfilled(used, float(task.cbr)):
+            self._noted.add(key)
+            from lrisc_sim.grammar import cbr_label
+
+            print(f"lrisc-sim: note: {task.codec} cannot fill CBR {cbr_label(task.cbr)}: it sends CBR {used:.4g} "
+                  f"({100 * used / float(task.cbr):.0f}% of the target); its rows report the CBR it used "
+                  "(cbr_total)", file=sys.stderr)
+
     def metrics(self, x: torch.Tensor, y: torch.Tensor, reference=None) -> dict[str, torch.Tensor]:
         from lrisc_sim.metrics import compute_metrics
 
         return {k: v.detach().cpu() for k, v in compute_metrics(x, y, self.cfg.metrics, reference).items()}
 
 
-def encode_batch(codec: Codec, x: torch.Tensor, cbr: float, ctx: Context, ids: Sequence[str] | None = None
-                 ) -> Encoded:
-    """``codec.encode(x, cbr, ctx)``, naming the images ``ids`` in the error when they are too small for it."""
+def encode_batch(codec: Codec, x: torch.Tensor, cbr: float, ctx: Context, ids: Sequence[str] | None = None,
+                 spec: str | None = None, snr_db: float | None = None) -> Encoded:
+    """``codec.encode(x, cbr, ctx)`` checked against the link's rules (``link_rules.check_encoded``: power and
+    budget), naming the images ``ids`` in the error when they are too small for it, and the codec (``spec``, else
+    its ``name``), the point and the images when it raises (``link_rules.wrap_codec_error``)."""
+    name = spec or getattr(codec, "name", type(codec).__name__)
+    names = list(ids) if ids is not None else [f"image{i}" for i in range(x.shape[0])]
     try:
-        return codec.encode(x, cbr, ctx)
+        enc = codec.encode(x, cbr, ctx)
     except ImageTooSmall as e:
         if ids is None:
             raise
         raise ImageTooSmall(f"{_which(ids, ctx.hw)}: {e}") from None
+    except Exception as e:
+        err = wrap_codec_error(name, "encode", e, cbr, names, snr_db)
+        if err is e:
+            raise
+        raise err from e
+    check_encoded(name, enc, ctx, cbr, names, x.shape[0], snr_db)
+    return enc
+
+
+@contextmanager
+def codec_errors(spec: str, stage: str, cbr: float, ids: Sequence[str], snr_db: float | None = None,
+                  trial: int | None = None):
+    """Re-raise an exception from inside a codec's ``stage`` as one line naming the codec, point and images
+    (``link_rules.wrap_codec_error``; worded errors and channel faults pass unchanged)."""
+    try:
+        yield
+    except Exception as e:
+        err = wrap_codec_error(spec, stage, e, cbr, ids, snr_db, trial)
+        if err is e:
+            raise
+        raise err from e
+
+
+def send_checked(channel: Channel, spec: str, enc: Encoded, snr_db: float, realization: Realization,
+                 equalizer: str, ids: Sequence[str], trial: int | None = None) -> Received:
+    """``equalize(channel(enc.symbols, snr_db, realization), equalizer)`` with the channel's faults named:
+    an exception inside the channel becomes a one-line ``ChannelError`` naming ``spec``, and its outputs are
+    checked (``link_rules.check_channel``: shapes, finite values, no zero gain under ZF)."""
+    try:
+        out = channel(enc.symbols, snr_db, realization)
+    except Exception as e:
+        err = wrap_channel_error(spec, e, ids, snr_db, trial)
+        if err is e:
+            raise
+        raise err from e
+    rx = equalize(out, equalizer)
+    check_channel(spec, out, rx, enc.symbols, equalizer, ids, snr_db)
+    return rx
 
 
 def _which(ids: Sequence[str], hw: tuple[int, int]) -> str:

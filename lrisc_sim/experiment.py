@@ -22,10 +22,14 @@ Schema (every key optional unless marked; unknown keys are errors)::
     snr = "0:15:5"                    # the CLI grammar, or a list of numbers
     cbr = "1/48"                      # the CLI grammar, or a list
 
-    [[codecs]]                        # at least one
-    spec = "lrisc"                    # required: a codec spec of `lrisc-sim codecs`
+    [[codecs]]                        # at least one; each spec once (two settings: options in the spec)
+    spec = "lrisc"                    # required: a codec spec of `lrisc-sim codecs` (e.g. "lrisc:steps=8")
     label = "LRISC"                   # optional legend label
-    checkpoint = "path.safetensors"   # optional; other keys are passed to the codec as options
+    checkpoint = "path.safetensors"   # optional; other keys are the codec's declared options
+                                      # (`lrisc-sim codecs --options`), checked before anything runs; programs
+                                      # (bpgenc, bpgdec) and run settings (device) are refused here
+
+    A sweep reads [grid] and a visual grid [visual] (one CBR); the other table is an error, never ignored.
 
     [visual]                          # required for kind = "visual"
     image = "kodim23"                 # image id in the dataset
@@ -87,6 +91,21 @@ def _grid(file: Path, key: str, value, parser) -> list:
         raise ExperimentError(f"{file}: key '{key}': {e}") from None
 
 
+def _codec_options(file: Path, i: int, spec: str, opts: dict) -> None:
+    """Check the options of ``codecs[i]`` (its keys and those written in its spec) against the codec's
+    declaration, as an experiment file may give them: no run settings, no programs (``bpgenc``)."""
+    from lrisc_sim.codec import OptionError
+    from lrisc_sim.registry import PluginError, UnknownCodecError, codec_options
+
+    try:
+        codec_options(spec, opts, from_file=True)
+    except OptionError as e:
+        key = "spec" if e.in_spec or not e.option else e.option
+        raise ExperimentError(f"{file}: key 'codecs[{i}].{key}': {e.problem}") from None
+    except (UnknownCodecError, PluginError) as e:
+        raise ExperimentError(f"{file}: key 'codecs[{i}].spec': {e}") from None
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and validate an experiment file; raise ``ExperimentError`` naming the file and key."""
     file = Path(path)
@@ -118,10 +137,15 @@ def load_experiment(path: str | Path) -> Experiment:
         spec = c.get("spec")
         if not isinstance(spec, str):
             raise ExperimentError(f"{file}: key 'codecs[{i}].spec' must be a codec spec string, got {spec!r}")
+        if spec in options:  # the same spec twice: its rows would be one codec's (refused, never merged)
+            raise ExperimentError(f"{file}: key 'codecs[{i}].spec': {spec!r} is also codecs[{specs.index(spec)}]"
+                                  "'s spec; give each codec once (two settings of one codec: write the options in "
+                                  "the spec, e.g. spec = \"lrisc:steps=8\")")
         opts = {k: v for k, v in c.items() if k not in ("spec", "label")}
         if "checkpoint" in opts:  # relative to the file when not found from the working folder
             ck = Path(str(opts["checkpoint"]))
             opts["checkpoint"] = str(ck if ck.is_absolute() or ck.exists() else file.parent / ck)
+        _codec_options(file, i, spec, opts)
         specs.append(spec)
         options[spec] = opts
         labels[spec] = _type(file, f"codecs[{i}].label", c.get("label", spec), str, "a string")
@@ -133,6 +157,10 @@ def load_experiment(path: str | Path) -> Experiment:
     if dataset not in ("builtin", "kodak") and not Path(dataset).exists() and (file.parent / dataset).exists():
         dataset = str(file.parent / dataset)
     visual: dict[str, Any] = {}
+    unused, other = ("visual", "visual") if kind == "sweep" else ("grid", "sweep")
+    if unused in d:  # a table the kind does not read would be ignored
+        raise ExperimentError(f"{file}: table [{unused}] is not used by kind = '{kind}' (a sweep reads [grid], a "
+                              f"visual grid [visual]); remove it, or set kind = '{other}'")
     if kind == "sweep":
         grid = _type(file, "grid", d.get("grid"), dict, "a table [grid] with snr and cbr")
         if set(grid) - GRID_KEYS or not GRID_KEYS <= set(grid):
@@ -144,6 +172,9 @@ def load_experiment(path: str | Path) -> Experiment:
             raise ExperimentError(f"{file}: table [visual] takes image (required), snr and cbr; got {sorted(vis)}")
         snr = _grid(file, "visual.snr", vis.get("snr", [0, 5, 10, 15]), parse_snr)
         cbr = _grid(file, "visual.cbr", vis.get("cbr", "1/48"), parse_cbr)
+        if len(cbr) != 1:
+            raise ExperimentError(f"{file}: key 'visual.cbr': a visual grid is drawn at one CBR, got {len(cbr)} "
+                                  f"({vis['cbr']}); give one, or use kind = 'sweep' for several")
         visual = {"image": _type(file, "visual.image", vis["image"], str, "an image id string")}
     sweep = SweepConfig(codecs=specs, snr_db=snr, cbr=cbr, channel=ch.get("model", "awgn"),
                         equalizer=ch.get("equalizer", "mmse"), dataset=dataset, limit=d.get("limit"),

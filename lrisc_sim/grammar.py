@@ -16,6 +16,10 @@ class GridError(ValueError):
     """A bad SNR or CBR string; the message names the accepted forms."""
 
 
+#: Most points of an SNR grid (one range of 0.02 dB steps over -100..100 dB) and most CBRs in a list; the sweep
+#: plan as a whole is bounded too (``engine.MAX_IMAGE_POINTS``).
+MAX_SNR_POINTS = 10001
+MAX_CBR_VALUES = 1000
 SNR_FORMS = "accepted forms: '10', '0,3,7' or start:stop:step like '0:15:5' (inclusive)"
 CBR_FORMS = "accepted forms: '1/48', '0.02' or lists like '1/64,1/48,1/16' (each in (0, 1])"
 
@@ -54,6 +58,9 @@ def parse_snr(text: str) -> list[float]:
             out += [round(start + i * step, 10) for i in range(n + 1)]
         else:
             out.append(_number(part, "SNR", SNR_FORMS))
+        if len(out) > MAX_SNR_POINTS:
+            raise GridError(f"SNR grid '{text[:40]}{'...' if len(text) > 40 else ''}' has more than "
+                            f"{MAX_SNR_POINTS} points; use a larger step or fewer values")
     if any(abs(v) > 100 for v in out):
         raise GridError(f"SNR values must lie within -100..100 dB, got {text}")
     return _unique(out)
@@ -64,7 +71,10 @@ def parse_cbr(text: str) -> list[Fraction | float]:
     text = str(text).strip()
     if not text:
         raise GridError(f"empty CBR: {CBR_FORMS}")
-    return _unique([_one_cbr(part.strip()) for part in text.split(",")])
+    parts = text.split(",")
+    if len(parts) > MAX_CBR_VALUES:
+        raise GridError(f"CBR list has {len(parts)} values, more than {MAX_CBR_VALUES}; give fewer CBRs")
+    return _unique([_one_cbr(part.strip()) for part in parts])
 
 
 def _one_cbr(part: str) -> Fraction | float:

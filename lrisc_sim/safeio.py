@@ -4,6 +4,7 @@
 * :func:`folder_lock`: an advisory ``fcntl.flock`` on ``FOLDER/.lock`` held for a whole run, so that a second
   process writing into the same output folder is refused. The kernel drops the lock when its process dies, so a
   lock left by a killed run never blocks a resume (the file stays; only the lock on it counts).
+* :class:`DiskFull`: a full disk during a run, worded with the folder and the rows kept.
 * :func:`safetensors_metadata`: the header of a ``.safetensors`` checkpoint; pickles (``torch.save`` files)
   are refused before anything parses them, and any unreadable file is a one-line :class:`CheckpointError`.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -123,3 +125,27 @@ def safetensors_metadata(path: str | os.PathLike, what: str, fix: str) -> dict[s
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable {what} (not a .safetensors file: {reason}); {fix}") from None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # no space left on device, disk quota exceeded
+
+
+class DiskFull(ValueError):
+    """The disk of an output folder filled up during a run: a one-line message naming the folder, how many rows
+    are kept and how to resume."""
+
+    def __init__(self, out: str | os.PathLike, rows: int):
+        self.out = Path(out)
+        self.rows = rows
+        super().__init__(f"{out}: no space left on device; the {rows} rows so far are kept in "
+                         f"{Path(out) / 'results.csv'}; free space and rerun the same command to resume")
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """Complete data lines of a CSV table (newline-terminated, non-blank, after the header); 0 if it is absent."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return 0
+    lines = data.split(b"\n")[1:-1]  # the header, and what follows the last newline (a torn line), do not count
+    return sum(1 for line in lines if line.strip())

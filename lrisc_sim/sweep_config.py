@@ -16,6 +16,8 @@ from fractions import Fraction
 from lrisc_sim.metrics import METRIC_NAMES
 
 EQUALIZERS = ("mmse", "zf")
+#: Most Monte Carlo trials per point; the plan as a whole is bounded by ``engine.MAX_IMAGE_POINTS``.
+MAX_TRIALS = 10**6
 
 #: The CLI flag of each field (``lrisc-sim sweep``).
 FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--channel", "equalizer": "--equalizer",
@@ -27,7 +29,7 @@ FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--c
 TOML_KEYS = {"codecs": "codecs[{i}].spec", "snr_db": "grid.snr", "cbr": "grid.cbr", "channel": "channel.model",
              "equalizer": "channel.equalizer", "dataset": "dataset", "limit": "limit", "trials": "trials",
              "seed": "seed", "batch_size": "batch_size", "device": "device", "metrics": "metrics",
-             "side_charge": "side_charge", "codec_options": "codecs[{i}].checkpoint", "decode_batch": "decode_batch",
+             "side_charge": "side_charge", "codec_options": "codecs[{i}].{key}", "decode_batch": "decode_batch",
              "out": "out"}
 
 
@@ -35,8 +37,10 @@ class ConfigError(ValueError):
     """A bad value of one ``SweepConfig`` field: ``field``, the offending ``value`` and the ``problem`` (which says
     what would do). ``str()`` is ``field: problem``; front-ends reword it with ``worded``."""
 
-    def __init__(self, field_name: str, value, problem: str, index: int | None = None, show_value: bool = False):
+    def __init__(self, field_name: str, value, problem: str, index: int | None = None, show_value: bool = False,
+                 key: str | None = None):
         self.field = field_name
+        self.key = key  # the option of ``codec_options`` (``checkpoint``, ``steps``, ...)
         self.value = value
         self.problem = problem
         self.index = index  # position in a list field (e.g. which codec), when it matters
@@ -45,7 +49,7 @@ class ConfigError(ValueError):
 
     def name(self, names: dict[str, str]) -> str:
         """The front-end's name of the field (``{i}`` in a name is the list index), e.g. ``--trials``."""
-        return names.get(self.field, self.field).format(i=self.index)
+        return names.get(self.field, self.field).format(i=self.index, key=self.key or "checkpoint")
 
     def worded(self, names: dict[str, str]) -> str:
         """The message with the front-end's name of the field, e.g. ``--trials: must be a positive integer,
@@ -80,26 +84,50 @@ class SweepConfig:
     def validate(self) -> SweepConfig:
         """Check every field (types, ranges, names of codecs, channel and metrics, checkpoints); return self or
         raise the ``ConfigError`` of the first bad field. Nothing is built or loaded (plugins are imported)."""
-        from lrisc_sim.codec import SideInfoCharge
-        from lrisc_sim.registry import PluginError, UnknownCodecError, check_spec, checkpoint_codecs, split_spec
-        from lrisc_sim.registry import takes_checkpoint
+        from lrisc_sim.codec import OptionError, SideInfoCharge
+        from lrisc_sim.registry import PluginError, UnknownCodecError, check_spec, parse_spec
 
         if not isinstance(self.codecs, (list, tuple)) or not self.codecs or not all(
                 isinstance(c, str) and c.strip() for c in self.codecs):
             raise ConfigError("codecs", self.codecs, "give at least one codec spec ('lrisc-sim codecs' lists them)")
+        if not isinstance(self.codec_options, dict) or not all(
+                isinstance(v, dict) for v in self.codec_options.values()):
+            raise ConfigError("codec_options", self.codec_options, "must map codec specs to dicts of options")
+        for spec in self.codec_options:
+            if spec not in self.codecs:
+                raise ConfigError("codec_options", spec, f"options for {spec}, which is not a codec of this sweep "
+                                                         f"({', '.join(self.codecs)}); add it or drop the options")
+        seen: dict[tuple, str] = {}
         for i, c in enumerate(self.codecs):
+            opts = self.codec_options.get(c, {})
             try:
-                check_spec(c)
+                check_spec(c, opts)
+                ident = parse_spec(c).identity()
+            except OptionError as e:
+                if e.in_spec:
+                    raise ConfigError("codecs", c, e.problem, i, show_value=True) from None
+                raise ConfigError("codec_options", e.value, e.problem, i, key=e.option) from None
             except (UnknownCodecError, PluginError) as e:
                 raise ConfigError("codecs", c, str(e), i) from None
+            if ident in seen:
+                raise ConfigError("codecs", c, f"the codec {c} is given twice (as {seen[ident]} before): give each "
+                                               "codec once; two settings of one codec differ in their spec's "
+                                               "options, e.g. lrisc:steps=4 and lrisc:steps=8", i, show_value=True)
+            seen[ident] = c
+            ck = opts.get("checkpoint")
+            if ck is not None and not os.path.isfile(str(ck)):
+                raise ConfigError("codec_options", ck, f"checkpoint file {ck} of {c} not found", i)
         _numbers("snr_db", self.snr_db, lambda v: abs(v) <= 100, "SNR values must be finite, within -100..100 dB")
         _numbers("cbr", self.cbr, lambda v: 0 < v <= 1, "CBR values must lie in (0, 1], e.g. 1/48")
+        _distinct("snr_db", self.snr_db, "dB")
+        _distinct("cbr", self.cbr, "")
         from channels.registry import parse_channel_spec
 
         if not isinstance(self.channel, str):
             raise ConfigError("channel", self.channel, "must be a channel spec string, e.g. awgn or rician:K=4")
         try:
-            parse_channel_spec(self.channel)
+            ch_name, _ = parse_channel_spec(self.channel)
+            _check_channel_object(ch_name)
         except ValueError as e:
             raise ConfigError("channel", self.channel, str(e)) from None
         if self.equalizer not in EQUALIZERS:
@@ -113,6 +141,15 @@ class SweepConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or (name != "seed" and v < 1):
                 raise ConfigError(name, v, f"must be {'an' if name == 'seed' else 'a positive'} integer, got {v!r}")
+        if self.trials > MAX_TRIALS:  # the whole plan is bounded too, once the images are known (engine.Plan)
+            raise ConfigError("trials", self.trials, f"{self.trials:,} trials is over the limit of {MAX_TRIALS:,}; "
+                                                     "use fewer trials (or split the sweep)")
+        from channels.realization import SeedError, check_seed  # the one rule for seeds (0..2^32-1)
+
+        try:
+            check_seed(self.seed)
+        except SeedError as e:
+            raise ConfigError("seed", self.seed, e.problem) from None
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device == "cuda"
                                                     or (self.device.startswith("cuda:")
                                                         and self.device[5:].isdigit())):
@@ -127,20 +164,41 @@ class SweepConfig:
         except (ValueError, AttributeError):
             raise ConfigError("side_charge", self.side_charge, f"bad side-information charge {self.side_charge!r}: "
                                                               "use fixed, fixed:BITS_PER_USE or capacity") from None
-        for spec, opts in self.codec_options.items():
-            if spec not in self.codecs:
-                raise ConfigError("codec_options", spec, f"options for {spec}, which is not a codec of this sweep "
-                                                         f"({', '.join(self.codecs)}); add it or drop the options")
-            ck = opts.get("checkpoint")
-            if ck is None:
-                continue
-            i, name = self.codecs.index(spec), split_spec(spec)[0]
-            if not takes_checkpoint(name):
-                raise ConfigError("codec_options", ck, f"codec {name} takes no checkpoint (only "
-                                                       f"{', '.join(checkpoint_codecs())} do); leave it out", i)
-            if not os.path.isfile(str(ck)):
-                raise ConfigError("codec_options", ck, f"checkpoint file {ck} of {spec} not found", i)
+        for i, c in enumerate(self.codecs):  # explicit options the plan would ignore (a checkpoint for another CBR)
+            try:
+                check_spec(c, self.codec_options.get(c, {}), cbrs=list(self.cbr))
+            except OptionError as e:  # pragma: no cover - checked above
+                raise ConfigError("codecs", c, e.problem, i, show_value=True) from None
+            except ValueError as e:
+                raise ConfigError("codec_options", c, str(e), i, key="checkpoint") from None
         return self
+
+
+def _check_channel_object(name: str) -> None:
+    """A plugin channel's object is imported and checked (a ``Channel`` subclass or a marked factory) before the
+    run, so that a spec naming anything else (``os:system``) is refused up front; nothing is called."""
+    from channels.registry import CHANNEL_INFO
+    from lrisc_sim.plugins import CHANNEL_GROUP, entry_points, load_object
+
+    if name in CHANNEL_INFO:
+        return
+    plugin = entry_points(CHANNEL_GROUP).get(name)
+    load_object(plugin.target if plugin is not None else name, "channel")
+
+
+#: grid values closer than this are the same point: refused (``_distinct``), never merged or run twice
+SAME_POINT = 1e-9
+
+
+def _distinct(name: str, values, unit: str) -> None:
+    """``ConfigError`` naming two values of a grid that are the same point (within ``SAME_POINT``)."""
+    order = sorted(range(len(values)), key=lambda j: float(values[j]))
+    for a, b in zip(order, order[1:]):
+        if abs(float(values[a]) - float(values[b])) <= SAME_POINT:
+            va, vb = (str(v) if isinstance(v, Fraction) else f"{float(v):.12g}" for v in (values[a], values[b]))
+            raise ConfigError(name, [values[a], values[b]], f"{va} and {vb}{' ' + unit if unit else ''} are the same "
+                                                            f"point (equal within {SAME_POINT:g}); give each value "
+                                                            "once")
 
 
 def _numbers(name: str, values, ok, rule: str) -> None:

@@ -13,6 +13,11 @@ validation history (the first keys of the JSON meta), the wall clock, the period
 timers, CPU-hours and a graceful stop on SIGINT / SIGTERM (:meth:`TrainRun.stop_on_signals`: the loop ends after
 the current step and saves, so an interrupted run loses nothing); :func:`weights_for_export` picks the weights a
 trainer validates and exports (EMA if any), :func:`card_cpu_hours` reads the CPU-hours behind a model card.
+
+A state or card that cannot be used is refused in one line naming the file and the fix (:class:`StateError`):
+a pickle, a corrupt file, metadata without a key the trainer needs or with a value of the wrong kind
+(:func:`check_meta`: e.g. a step that is not a count, or beyond the run's ``--steps``), optimizer groups or an RNG
+state that do not fit, a model card that is not a JSON object (:func:`read_card`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,84 @@ from lrisc_sim.safeio import HEAD_BYTES, is_pickle
 
 class StateError(ValueError):
     """A training state that cannot be read, with a one-line message saying what to do."""
+
+
+#: the fix the messages about an unusable state give (both trainers take --no-resume)
+AFRESH = "pass --no-resume to start afresh (overwriting it) or delete it"
+
+#: kinds of meta values :func:`check_meta` knows: a predicate and how to say it
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "seconds": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"),
+                "a finite number >= 0"),
+    "hours": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf"),
+              "a finite number"),  # prior CPU-hours of a continued run can be negative (see the LRISC trainer)
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "path": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "dict": (lambda v: isinstance(v, dict), "a JSON object"),
+    "numbers": (lambda v: isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      for x in v.values()), "a JSON object of numbers"),
+    "schedule": (lambda v: isinstance(v, list) and all(
+        isinstance(x, list) and len(x) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                    for i in x) for x in v), "a list of [step, steps] pairs"),
+}
+#: the keys every state's meta has (written by :meth:`TrainRun.meta`)
+CORE_KEYS = {"step": "count", "elapsed": "seconds", "history": "list"}
+
+
+def check_meta(meta: Any, path: str | Path, required: dict[str, str] | None = None,
+               optional: dict[str, str] | None = None, steps: int | None = None) -> dict:
+    """Check the JSON meta of state ``path`` before anything is loaded from it: the :data:`CORE_KEYS` and
+    ``required`` keys present, these and the ``optional`` ones present of their kind (:data:`KINDS`), and its
+    step not beyond ``steps`` (the run's ``--steps``). Return ``meta``; a one-line :class:`StateError` naming
+    the file, the key and the fix otherwise."""
+    if not isinstance(meta, dict):
+        raise StateError(f"{path}: its metadata is not a JSON object (not a state of this version); {AFRESH}")
+    for key, kind in {**CORE_KEYS, **(required or {})}.items():
+        if key not in meta:
+            raise StateError(f"{path}: its metadata lacks '{key}' (not a complete state of this trainer); {AFRESH}")
+    for key, kind in {**CORE_KEYS, **(required or {}), **(optional or {})}.items():
+        ok, what = KINDS[kind]
+        if key in meta and not ok(meta[key]):
+            raise StateError(f"{path}: its '{key}' is {json.dumps(meta[key])[:40]}, not {what}; {AFRESH}")
+    if steps is not None and meta["step"] > steps:
+        raise StateError(f"{path} is at step {meta['step']}, beyond --steps {steps}: raise --steps to go on from "
+                         f"it, or {AFRESH}")
+    return meta
+
+
+def read_card(path: str | Path, fix: str) -> dict:
+    """The JSON model card at ``path`` (a JSON object); a one-line :class:`StateError` naming the file and
+    ``fix`` (what the user can do) for anything else."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            data = head + f.read()
+    except OSError as e:
+        raise StateError(f"cannot read model card {path}: {e.strerror}; {fix}") from None
+    if is_pickle(head):
+        raise StateError(f"{path} is a pickle, not a JSON model card, and is never loaded; {fix}")
+    try:
+        card = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise StateError(f"{path}: not a JSON model card (unreadable{where}); {fix}") from None
+    if not isinstance(card, dict):
+        raise StateError(f"{path}: not a JSON model card (a {type(card).__name__}, not an object); {fix}")
+    return card
+
+
+def card_value(card: dict, path: str | Path, key: str, kind: str, default: Any, fix: str) -> Any:
+    """``card[key]`` (``default`` when absent) checked to be of ``kind`` (:data:`KINDS`); a one-line
+    :class:`StateError` naming the card, the key and ``fix`` otherwise."""
+    if key not in card:
+        return default
+    ok, what = KINDS[kind]
+    if not ok(card[key]):
+        raise StateError(f"{path}: its '{key}' is {json.dumps(card[key])[:40]}, not {what}; {fix}")
+    return card[key]
 
 
 def save_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -74,11 +157,8 @@ def save_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.
     tmp.replace(path)
 
 
-def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(tensors, document)`` of a state file; :class:`StateError` for anything but a state written here."""
-    from safetensors import safe_open
-
-    path = Path(path)
+def _check_head(path: Path) -> None:
+    """Refuse a file that cannot be read or is a pickle, before any parser sees it."""
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
@@ -87,20 +167,47 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if is_pickle(head):
         raise StateError(f"{path} is a pickle/torch.save file, which could run code and is never loaded: delete "
                          f"it to start this training run afresh")
+
+
+def _read(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    _check_head(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             doc = json.loads((f.metadata() or {})["state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("meta", {}), dict):
+            raise TypeError("document")
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise StateError(f"{path}: not a training state written by lrisc-sim ({type(e).__name__}); delete it to "
                          f"start this training run afresh") from None
-    return tensors, doc
+    return out, doc
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, document)`` of a state file; :class:`StateError` for anything but a state written here."""
+    return _read(Path(path), tensors=True)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON meta of a state file without its tensors (e.g. to compare its step with another source), with
+    the same checks as :func:`read_state` (a pickle is refused before it is parsed)."""
+    return _read(Path(path), tensors=False)[1].get("meta", {})
 
 
 def load_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                device: torch.device | str = "cpu") -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Restore ``model`` (and ``optimizer``, RNG) from ``path``; return ``(meta, ema, extra_tensors)``."""
     tensors, doc = read_state(path)
+    return apply_state(path, tensors, doc, model, optimizer, device)
+
+
+def apply_state(path: str | Path, tensors: dict[str, torch.Tensor], doc: dict, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer | None = None, device: torch.device | str = "cpu"
+                ) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Restore ``model``, ``optimizer`` and the RNG from a state read by :func:`read_state`; a one-line
+    :class:`StateError` naming ``path`` when a part does not fit (architecture, optimizer groups, RNG)."""
     sub = lambda p: {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}  # noqa: E731
     try:
         model.load_state_dict(sub("model."))
@@ -109,18 +216,26 @@ def load_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.
                          f"or delete the state") from None
     ema = {k: v.to(device) for k, v in sub("ema.").items()}
     if optimizer is not None and doc.get("optimizer"):
-        om = doc["optimizer"]
-        state: dict[int, dict[str, Any]] = {}
-        for k, v in sub("opt.").items():
-            i, key = k.split(".", 1)
-            state.setdefault(int(i), {})[key] = v.to(device) if key != "step" else v
-        for i, sc in om.get("scalars", {}).items():
-            state.setdefault(int(i), {}).update(sc)
-        optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
-    if "rng.cpu" in tensors:
-        torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+        try:
+            om = doc["optimizer"]
+            state: dict[int, dict[str, Any]] = {}
+            for k, v in sub("opt.").items():
+                i, key = k.split(".", 1)
+                state.setdefault(int(i), {})[key] = v.to(device) if key != "step" else v
+            for i, sc in om.get("scalars", {}).items():
+                state.setdefault(int(i), {}).update(sc)
+            optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise StateError(f"{path}: its optimizer state does not fit this run ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:80] if str(e) else 'bad value'}); {AFRESH}") from None
+    try:
+        if "rng.cpu" in tensors:
+            torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise StateError(f"{path}: its RNG state does not fit this PyTorch ({str(e).splitlines()[0][:80]}); "
+                         f"{AFRESH}") from None
     return doc.get("meta", {}), ema, sub("extra.")
 
 
@@ -206,10 +321,16 @@ class TrainRun:
         self._t0 = self._t_start = self._last_save = time.time()
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-               device: torch.device | str = "cpu") -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Load :attr:`path` into ``model``, ``optimizer`` and the RNG (:func:`load_state`), take step, elapsed and
-        history from its meta; return ``(meta, ema, extra_tensors)`` for the trainer's own keys."""
-        meta, ema, extra = load_state(self.path, model, optimizer, device)
+               device: torch.device | str = "cpu", steps: int | None = None, required: dict[str, str] | None = None,
+               optional: dict[str, str] | None = None
+               ) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Check the meta of :attr:`path` (:func:`check_meta`: the trainer's ``required`` and ``optional`` keys,
+        the step not beyond ``steps``), then load it into ``model``, ``optimizer`` and the RNG
+        (:func:`apply_state`); take step, elapsed and history from its meta; return ``(meta, ema,
+        extra_tensors)`` for the trainer's own keys."""
+        tensors, doc = read_state(self.path)
+        check_meta(doc.get("meta"), self.path, required, optional, steps)
+        meta, ema, extra = apply_state(self.path, tensors, doc, model, optimizer, device)
         self.step, self.elapsed, self.history = int(meta["step"]), float(meta["elapsed"]), meta["history"]
         return meta, ema, extra
 

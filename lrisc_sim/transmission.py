@@ -8,6 +8,9 @@ realization of (seed, image id, trial)), so a row of a sweep and a ``send`` of t
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 
 from channels.base import Channel, Received
 from lrisc_sim.codec import Codec, Context, Decoded, Encoded, SideInfoCharge, cbr_report, encoder_needs_snr
+from lrisc_sim.sweep_config import ConfigError
 
 
 @dataclass
@@ -51,6 +55,10 @@ def _codec(codec: Codec | str, device: torch.device, checkpoint: str | None = No
         if checkpoint:
             raise ValueError("checkpoint is for a codec given by name; load the codec with it instead")
         return codec.to(device)
+    if not isinstance(codec, str):
+        raise ConfigError("codec", type(codec).__name__, "must be a codec spec string (e.g. 'uncoded', see "
+                                                         "'lrisc-sim codecs') or a lrisc_sim.Codec, got "
+                                                         f"{type(codec).__name__}")
     from lrisc_sim.registry import make_codec
 
     return make_codec(codec, device=str(device), **({"checkpoint": checkpoint} if checkpoint else {})).to(device)
@@ -59,9 +67,81 @@ def _codec(codec: Codec | str, device: torch.device, checkpoint: str | None = No
 def _channel(channel: Channel | str) -> Channel:
     if isinstance(channel, Channel):
         return channel
+    if not isinstance(channel, str):
+        raise ConfigError("channel", type(channel).__name__, "must be a channel spec string (e.g. 'awgn', see "
+                                                             "'lrisc-sim channels') or a lrisc_sim.Channel, got "
+                                                             f"{type(channel).__name__}")
     from channels.registry import make_channel
 
     return make_channel(channel)
+
+
+def check_images(x, name: str = "x") -> torch.Tensor:
+    """``x`` as a ``B x 3 x H x W`` batch (a ``3 x H x W`` image gets B = 1), checked: a torch float tensor with at
+    least one pixel and every value in [0, 1]. Anything else is a one-line ``ConfigError`` naming ``name`` and
+    the fix (a numpy array or list, a uint8 or 0..255 image, NaN values, an empty batch)."""
+    rule = "must be a torch tensor B x 3 x H x W in [0, 1]"
+    if not isinstance(x, torch.Tensor):
+        hint = ("; convert it with torch.from_numpy(a) (an H x W x 3 array: .permute(2, 0, 1))"
+                if type(x).__name__ == "ndarray" else "")
+        raise ConfigError(name, type(x).__name__, f"{rule}, got {type(x).__name__}{hint}")
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ConfigError(name, tuple(x.shape), f"images must be B x 3 x H x W (or 3 x H x W) in [0, 1], got "
+                                                f"shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ConfigError(name, tuple(x.shape), f"holds no pixels (shape {tuple(x.shape)}); give at least one "
+                                                "image B x 3 x H x W")
+    if not x.is_floating_point():
+        raise ConfigError(name, x.dtype, f"is a {x.dtype} tensor; {rule} (for 0..255 images: x.float() / 255)")
+    if not torch.isfinite(x).all():
+        raise ConfigError(name, x.dtype, f"has NaN or infinite values; {rule}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        fix = "divide 0..255 images by 255" if lo >= 0 and hi <= 255 else "scale the images to [0, 1]"
+        raise ConfigError(name, (lo, hi), f"has values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; {fix}")
+    return x
+
+
+def _cbr(cbr) -> float:
+    """One CBR: a number or a one-value string of the CLI grammar (``"1/16"``), in (0, 1] as the sweep requires."""
+    from lrisc_sim.grammar import GridError, parse_cbr
+
+    if isinstance(cbr, str):
+        try:
+            vals = parse_cbr(cbr)
+        except GridError as e:
+            raise ConfigError("cbr", cbr, str(e)) from None
+        if len(vals) != 1:
+            raise ConfigError("cbr", cbr, f"give one CBR, got {len(vals)}", show_value=True)
+        return float(vals[0])
+    if isinstance(cbr, bool) or not isinstance(cbr, numbers.Real) or not math.isfinite(float(cbr)) \
+            or not 0 < float(cbr) <= 1:
+        raise ConfigError("cbr", cbr, f"bad value {cbr!r}; CBR values must lie in (0, 1], e.g. 1/48")
+    return float(cbr)
+
+
+def _snr(snr_db) -> float:
+    """One SNR in dB: a finite number within -100..100 (as the sweep requires)."""
+    if isinstance(snr_db, bool) or not isinstance(snr_db, numbers.Real) or not math.isfinite(float(snr_db)) \
+            or abs(float(snr_db)) > 100:
+        raise ConfigError("snr_db", snr_db, f"bad value {snr_db!r}; SNR values must be finite, within -100..100 dB")
+    return float(snr_db)
+
+
+def _ids(ids, b: int) -> list[str]:
+    """One id per image, strings, no repeats (an id seeds its image's channel realization)."""
+    ids = list(ids) if ids is not None else [f"image{i}" for i in range(b)]
+    if len(ids) != b:
+        raise ValueError(f"{len(ids)} image ids for a batch of {b} images; give one id per image")
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ConfigError("ids", ids, "must be non-empty strings, one per image")
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ConfigError("ids", dup, "repeat: give each image its own id (an id seeds the image's channel "
+                                      "realization, so equal ids get identical noise)", show_value=True)
+    return ids
 
 
 def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel | str = "awgn",
@@ -75,18 +155,18 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     >>> tuple(t.output.shape), bool(t.ok[0])
     ((1, 3, 16, 16), True)
     """
-    from channels.base import equalize
+    from channels.base import channel_label
     from channels.realization import Realization
     from lrisc_sim.data import pad_to_multiple
-    from lrisc_sim.engine import encode_batch
+    from lrisc_sim.engine import codec_errors, encode_batch, send_checked
+    from lrisc_sim.link_rules import check_encoded
 
-    if x.dim() == 3:
-        x = x[None]
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must be B x 3 x H x W (or 3 x H x W) in [0, 1], got shape {tuple(x.shape)}")
-    ids = list(ids) if ids is not None else [f"image{i}" for i in range(x.shape[0])]
-    if len(ids) != x.shape[0]:
-        raise ValueError(f"{len(ids)} image ids for a batch of {x.shape[0]} images; give one id per image")
+    x = check_images(x)
+    cbr, snr_db = _cbr(cbr), _snr(snr_db)
+    ids = _ids(ids, x.shape[0])
+    if equalizer not in ("mmse", "zf"):
+        raise ConfigError("equalizer", equalizer, f"unknown equaliser {equalizer!r}: use mmse or zf")
+    real = Realization(seed, ids, trial, x.device)  # checks the seed (0..2^32-1) before any codec is built
     c = _codec(codec, x.device)
     ch = _channel(channel)
     charge = side_charge if isinstance(side_charge, SideInfoCharge) else SideInfoCharge.parse(side_charge)
@@ -95,16 +175,20 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     xp = pad_to_multiple(x, c.multiple)
     snr = torch.full((b,), float(snr_db), device=x.device)
     ctx = Context(hw, charge, snr if encoder_needs_snr(c, charge) else None)
-    real = Realization(seed, ids, trial, x.device)
     last: list[Received] = []
 
-    def transmit(enc: Encoded) -> Received:
-        last[:] = [equalize(ch(enc.symbols, float(snr_db), real), equalizer)]
+    def transmit(enc: Encoded) -> Received:  # the engine's checks of the channel (link_rules)
+        last[:] = [send_checked(ch, channel_label(ch), enc, float(snr_db), real, equalizer, ids, trial)]
         return last[0]
 
+    name = codec if isinstance(codec, str) else c.name
+    snr_named = float(snr_db) if ctx.snr_db is not None else None
     with torch.no_grad():
-        enc = encode_batch(c, xp, float(cbr), ctx, ids)
-        dec, used = c.run(enc, transmit, ctx)
+        enc = encode_batch(c, xp, float(cbr), ctx, ids, name, snr_named)  # power and budget checked there
+        with codec_errors(name, "decode", float(cbr), ids, float(snr_db), trial):
+            dec, used = c.run(enc, transmit, ctx)
+            if used is not enc:
+                check_encoded(name, used, ctx, float(cbr), ids, snr_db=float(snr_db))
         vis = getattr(c, "visualize", None)
         maps = vis(xp, used, last[0], ctx) if callable(vis) and last else {}
     y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
@@ -134,14 +218,24 @@ def transmit(image: str | Path | torch.Tensor, codec: Codec | str = "lrisc", snr
     from lrisc_sim.codec import ImageTooSmall
     from lrisc_sim.data import load_image
     from lrisc_sim.engine import output_dir, resolve_device
+    from channels.realization import check_seed
     from lrisc_sim.metrics import compute_metrics
 
+    check_seed(seed)  # before any image or codec is loaded
     dev = resolve_device(device)
     if isinstance(image, torch.Tensor):
-        x0, name = image, image_id or "image0"
+        x0, name = check_images(image, "image"), image_id or "image0"
+        if x0.shape[0] != 1:
+            raise ConfigError("image", tuple(image.shape), "transmit sends one image (3 x H x W); use send for a "
+                                                           "batch")
+    elif isinstance(image, (str, os.PathLike)):
+        x0, name = load_image(image)[None], image_id or Path(image).stem
     else:
-        x0, name = load_image(image), image_id or Path(image).stem
-    x0 = (x0 if x0.dim() == 4 else x0[None]).to(dev)
+        raise ConfigError("image", type(image).__name__, "must be an image file path or a torch tensor 3 x H x W in "
+                                                         f"[0, 1], got {type(image).__name__}"
+                                                         + ("; convert it with torch.from_numpy(a)"
+                                                            if type(image).__name__ == "ndarray" else ""))
+    x0 = x0.to(dev)
     c = _codec(codec, dev, checkpoint)
     ch = _channel(channel)
     t = send(c, x0, cbr, snr_db, ch, [name], seed, trial, equalizer, side_charge)

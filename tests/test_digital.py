@@ -250,7 +250,7 @@ def test_bpg_wrapper_with_stand_in_binaries(tmp_path, monkeypatch):
     enc = _script(tmp_path / "bpgenc", FAKE_BPGENC)
     dec = _script(tmp_path / "bpgdec", FAKE_BPGDEC)
     img = (np.arange(16 * 24 * 3) % 251).astype(np.uint8).reshape(16, 24, 3)
-    coder = BPGCoder(enc, dec)
+    coder = BPGCoder(enc, dec, min_side=1)  # no padding (tests/test_bpg_real_path.py tests it)
     # file size = 9 + 1152 + 100 (51 - q): the best q fitting 3000 bytes is 33 (q = 32 needs 3061)
     fit = rate_match(coder, img, 3000)
     assert fit.quality == 33 and len(fit.data) == 9 + 1152 + 1800
@@ -304,7 +304,7 @@ def test_configured_bpg_binaries_are_never_silently_replaced(tmp_path, monkeypat
     bad_dec = _script(tmp_path / "bad_bpgdec", "import sys; sys.exit(2)")
     monkeypatch.setenv("LRISC_BPGENC", enc)
     monkeypatch.setenv("LRISC_BPGDEC", bad_dec)
-    with pytest.raises(CoderFailed, match=f"{bad_dec} failed decoding a 16x16 test image \\(exit status 2"):
+    with pytest.raises(CoderFailed, match=f"{bad_dec} failed decoding a 64x64 test image \\(exit status 2"):
         make_bpg_ldpc("qpsk-1/2")
     # configured and working: BPG
     monkeypatch.setenv("LRISC_BPGDEC", dec)

@@ -131,3 +131,73 @@ def test_pixel_repeat_is_exact_without_noise(plugin):
                         align_corners=False).clamp(0, 1)
     assert 3 * hh * ww <= 2 * t.encoded.symbols.shape[1] and math.isclose(float((t.output - ref).abs().max()), 0,
                                                                           abs_tol=1e-4)
+
+
+def test_example_plugin_declares_its_options(plugin, capsys):
+    """The example codec declares ``step`` once (``PixelRepeat.options``): specs and ARG are checked by it, the
+    listing shows it, and its factory is marked (``codec_factory``) so specs may name it."""
+    from lrisc_sim import load_codec
+    from lrisc_sim.codec import OptionError
+    from lrisc_sim.plugins import FACTORY_MARK
+
+    assert getattr(plugin.make_pixel_repeat, FACTORY_MARK) == "codec"
+    assert load_codec("pixel-repeat:step=4", device="cpu").step == 4
+    assert load_codec("pixel-repeat:4", device="cpu").step == 4
+    for spec, msg in (("pixel-repeat:stpe=4", "'stpe' is not an option of pixel-repeat (its options: step"),
+                      ("pixel-repeat:step=0", "step must be an integer in [1, 64], got '0'"),
+                      ("pixel-repeat:abc", "step must be an integer in [1, 64], got 'abc'")):
+        with pytest.raises(OptionError, match=msg.replace("(", r"\(").replace("[", r"\[")):
+            load_codec(spec, device="cpu")
+    assert main(["codecs", "--options", "pixel-repeat"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pixel-repeat[:ARG]") and "step" in out and "an integer in [1, 64]" in out
+
+
+def test_the_plugins_trainable_codec_trains_over_rayleigh_and_runs_in_a_sweep(plugin, tmp_path, monkeypatch):
+    """A third-party codec with a TrainTask trains with `lrisc-sim train RECIPE.toml` over Rayleigh block fading,
+    its loss falls, and the exported model runs in a sweep through the plugin's codec."""
+    import numpy as np
+    from PIL import Image
+
+    from lrisc_sim import sweep
+
+    monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    yy, xx = np.mgrid[0:64, 0:64]
+    for i in range(4):  # smooth images: a linear patch code can learn them
+        img = np.stack([np.sin((xx + 7 * i) / 9.0), np.cos((yy - 5 * i) / 11.0), np.sin((xx + yy) / 13.0)], -1)
+        Image.fromarray(((img + 1) * 127.5).astype("uint8")).save(photos / f"p{i}.png")
+    (tmp_path / "r.toml").write_text(f"""
+name = "lin"
+codec = "linear-jscc"
+[model]
+patch = 4
+reals = 8
+[data]
+train = ["{photos}"]
+val = 1
+val_crop = 64
+[[stages]]
+name = "rayleigh"
+steps = 60
+batch = 3
+crop = 32
+lr = 1e-2
+warmup = 5
+ema = 0
+val_every = 30
+channel = "rayleigh-block"
+snr = "10:20"
+""")
+    assert main(["train", str(tmp_path / "r.toml"), "--threads", "1"]) == 0
+    ck = tmp_path / "cache" / "train" / "lin" / "rayleigh.safetensors"
+    import json
+
+    card = json.loads(ck.with_suffix(".json").read_text())
+    assert card["model"] == "example-linear-jscc" and "Rayleigh" in card["channel"] and card["status"] == "final"
+    v = [h["val"]["psnr"] for h in card["history"]]
+    assert v[-1] > v[0]  # it learned something over fading
+    df = sweep(codecs=[f"linear-jscc:checkpoint={ck}"], snr="10", cbr=1 / 12, dataset=str(photos),
+               out=str(tmp_path / "sw"), metrics=("psnr",), progress=False, quiet=True)
+    assert len(df) == 4 and (df["psnr"] > 10).all()

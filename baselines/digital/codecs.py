@@ -12,7 +12,7 @@ and the coder actually used is recorded per row in ``info['source_coder']``):
   sent over the *same* channel realization and, per image and SNR, the one with the highest PSNR against the
   source wins (a genie-aided link adaptation); the winner is recorded in ``info['mcs']`` (``none`` if every MCS
   lost the image).
-* ``bpg-capacity`` / ``jpeg2000-capacity`` (:class:`CapacityCodec`): the separation bound. Budget
+* ``bpg-capacity`` / ``jpeg2000-capacity`` (:class:`CapacityCodec`): the capacity curves. Budget
   :math:`\\lfloor k \\log_2(1 + \\mathrm{SNR}) \\rfloor` bits, delivered error-free when the channel supports
   it: over fading, the image is lost when its instantaneous capacity
   :math:`\\frac1k \\sum_i \\log_2(1 + |h_i|^2 / N_0)` (averaged over the image's :math:`k` symbols: one
@@ -21,7 +21,8 @@ and the coder actually used is recorded per row in ``info['source_coder']``):
   envelope image by image, whereas over fading the genie envelope, which in effect picks the MCS knowing the
   realization, can beat it (over block Rayleigh fading the capacity codec is in outage whenever
   :math:`|h|^2 \\lesssim 1`). ``bpg-capacity:csit`` codes at :math:`k \\bar C` bits (the
-  transmitter knows the realization) and bounds the envelope on every channel.
+  transmitter knows the realization) and bounds the envelope on every channel: it is the curve to label a bound
+  next to the genie envelope; over fading ``bpg-capacity`` is an outage curve (experiments/fading.toml).
 
 When even the lowest quality of the source coder (QP 51 for BPG/HEVC) does not fit a budget, nothing is sent
 and the image is lost at every SNR (``source_bytes`` 0): e.g. at CBR 1/48 a detailed 768 x 512 Kodak image
@@ -59,8 +60,9 @@ from baselines.digital.mcs import MCS, STANDARD_MCS, parse_mcs
 from baselines.digital.source import SourceCoder, make_source_coder, rate_match
 from channels.base import Received, equalize  # noqa: F401 (equalize: used by the doctests)
 from channels.realization import Realization  # noqa: F401 (used by the doctests)
-from lrisc_sim.codec import Codec, Context, Decoded, Encoded
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, Option
 from lrisc_sim.metrics import psnr
+from lrisc_sim.plugins import codec_factory
 
 #: Per-channel (R, G, B) mean of the 40 training photos (wiki001-040.png of the development data), computed once
 #: as sum of all pixel values / number of pixels over all photos, in [0, 1]:
@@ -473,6 +475,28 @@ class CapacityCodec(SeparationCodec):
 # ---------------------------------------------------------------------------------------------------- factories
 _SOURCE_OPTIONS = ("source", "bpgenc", "bpgdec", "bpg_level", "hevc_preset")
 _LINK_OPTIONS = ("num_iter", "decode_batch", "early_stop", "stop_on_failure", "demapping")
+_X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                 "placebo")
+#: the declared options (``lrisc_sim.codec.Option``) of the capacity codecs (the source coder's) ...
+SOURCE_OPTIONS = (
+    Option("source", "str", "auto", "source coder: auto (bpgenc if configured or on PATH, else HEVC-intra), bpg, "
+           "hevc (x265 via pillow-heif) or jpeg2000", choices=("auto", "bpg", "hevc", "jpeg2000", "j2k")),
+    Option("bpgenc", "program", None, "the bpgenc executable (default $LRISC_BPGENC, else bpgenc on PATH); "
+           "not from experiment files"),
+    Option("bpgdec", "program", None, "the bpgdec executable (default $LRISC_BPGDEC, else bpgdec on PATH); "
+           "not from experiment files"),
+    Option("bpg_level", "int", 8, "bpgenc -m compression effort", low=1, high=9),
+    Option("hevc_preset", "str", "slow", "x265 preset of the HEVC-intra coder", choices=_X265_PRESETS))
+#: ... and of the LDPC codecs (source coder, link, envelope)
+LDPC_OPTIONS = SOURCE_OPTIONS + (
+    Option("num_iter", "int", 20, "maximum LDPC belief-propagation iterations", low=1, high=1000),
+    Option("decode_batch", "int", None, "code words per decoder call (default about 64 k coded bits)", low=1,
+           high=1 << 20),
+    Option("early_stop", "bool", True, "stop a code word once its CRC passes"),
+    Option("stop_on_failure", "bool", True, "stop an image's blocks at its first failed block"),
+    Option("demapping", "str", "app", "QAM demapper: exact APP or max-log", choices=("app", "maxlog")),
+    Option("prune", "bool", True, "envelope: skip MCSs that cannot beat a cheaper one"),
+    Option("mcs", "str", None, "envelope: comma list of MCSs (default the standard six), e.g. qpsk-1/2,16qam-1/2"))
 
 
 def _check_options(options: dict, allowed: Sequence[str], what: str) -> None:
@@ -512,6 +536,7 @@ def _capacity_factory(prefix: str, default_source: str, arg: str | None, options
                          device=options.get("device", "cpu"))
 
 
+@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2 (default: the best-MCS envelope)")
 def make_bpg_ldpc(arg: str | None = None, **options) -> Codec:
     """``bpg-ldpc`` (best-MCS envelope) or ``bpg-ldpc:MCS`` (one MCS, e.g. ``16qam-1/2``).
 
@@ -524,17 +549,20 @@ def make_bpg_ldpc(arg: str | None = None, **options) -> Codec:
     return _ldpc_factory("bpg", "auto", arg, options)
 
 
+@codec_factory(SOURCE_OPTIONS, arg="csit: the transmitter knows the channel (k times the instantaneous capacity)")
 def make_bpg_capacity(arg: str | None = None, **options) -> Codec:
     """``bpg-capacity``: BPG (or HEVC-intra) at k log2(1+SNR) bits, error-free unless in outage;
     ``bpg-capacity:csit``: at k times the instantaneous capacity (transmitter knows the channel)."""
     return _capacity_factory("bpg", "auto", arg, options)
 
 
+@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2 (default: the best-MCS envelope)")
 def make_j2k_ldpc(arg: str | None = None, **options) -> Codec:
     """``jpeg2000-ldpc`` (envelope) or ``jpeg2000-ldpc:MCS``; options as :func:`make_bpg_ldpc`."""
     return _ldpc_factory("jpeg2000", "jpeg2000", arg, options)
 
 
+@codec_factory(SOURCE_OPTIONS, arg="csit: the transmitter knows the channel (k times the instantaneous capacity)")
 def make_j2k_capacity(arg: str | None = None, **options) -> Codec:
     """``jpeg2000-capacity`` / ``jpeg2000-capacity:csit``: JPEG2000 at the capacity budget."""
     return _capacity_factory("jpeg2000", "jpeg2000", arg, options)

@@ -14,6 +14,12 @@ after the first time:
   BLAKE2b hash of the pixels and shape (:func:`~baselines.digital.source.image_digest`). Files are written
   atomically (temporary file + rename), so concurrent runs can share the folder. ``LRISC_SIM_ENCODE_CACHE=0``
   turns the disk cache off.
+
+  **Checked reads.** Beside each ``q<quality>.bin`` lies ``q<quality>.sum``: the BLAKE2b digest of the coder key,
+  the image digest, the quality and the bytes (:func:`entry_digest`). An entry is used only when its bytes match
+  it, so a file overwritten with garbage or with another entry's bytes (another quality, image or coder) is never
+  trusted: it is encoded again, rewritten, and the first such entry of a process is named in a note on stderr.
+  An entry without its ``.sum`` (written by an older version, or cut short) is recomputed without a note.
 * **Parallel encoding.** :func:`prefetch` runs the rate matching of the images of a batch (and, for the
   envelope, of all its MCS budgets at once) in a pool of worker processes, one image per task, and fills the
   in-memory :data:`~baselines.digital.source.ENCODE_CACHE` with what the workers encoded; the rate matching that
@@ -82,18 +88,52 @@ def _path(coder, digest: str, q: int) -> Path:
     return coder_dir(coder) / digest / f"q{int(q)}.bin"
 
 
+def entry_digest(key: str, digest: str, q: int, data: bytes) -> str:
+    """Hex BLAKE2b (16 bytes) of a cache entry: coder ``key``, image ``digest``, quality ``q`` and the bytes
+    ``data``, so that bytes moved from another entry do not match."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (str(key).encode(), str(digest).encode(), str(int(q)).encode()):
+        h.update(len(part).to_bytes(8, "big") + part)
+    h.update(bytes(data))
+    return h.hexdigest()
+
+
+_BAD_NOTED: list[Path] = []  # the first damaged entry of the process (one note on stderr)
+
+
+def _note_bad(p: Path) -> None:
+    if _BAD_NOTED:
+        return
+    _BAD_NOTED.append(p)
+    print(f"lrisc-sim: note: encode cache entry {p} does not match its checksum (garbage, or the bytes of another "
+          f"quality or image); it is encoded again and rewritten (further bad entries are replaced without a note; "
+          f"to drop the cache delete {root()})", file=sys.stderr)
+
+
 def load(coder, digest: str, q: int) -> bytes | None:
-    """The cached encoding of the image ``digest`` at quality ``q``, or None."""
+    """The cached encoding of the image ``digest`` at quality ``q``, or None when there is none or it fails its
+    check against the ``.sum`` beside it (then a note on stderr, once per process; the caller encodes again and
+    :func:`store` replaces the entry)."""
     if not enabled(coder):
         return None
+    p = _path(coder, digest, q)
     try:
-        return _path(coder, digest, q).read_bytes()
+        data = p.read_bytes()
     except OSError:
         return None
+    try:
+        want = p.with_suffix(".sum").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None  # no checksum (older version, or an interrupted write): recomputed silently
+    if want != entry_digest(coder.key, digest, q, data):
+        _note_bad(p)
+        return None
+    return data
 
 
 def store(coder, digest: str, q: int, data: bytes) -> None:
-    """Keep an encoding on disk (atomically; an unwritable cache folder is skipped silently)."""
+    """Keep an encoding on disk with its checksum (each file atomically, bytes first; an unwritable cache folder
+    is skipped silently)."""
     if not enabled(coder):
         return
     p = _path(coder, digest, q)
@@ -103,6 +143,7 @@ def store(coder, digest: str, q: int, data: bytes) -> None:
         if not key_file.exists():
             _write(key_file, (str(coder.key) + "\n").encode())
         _write(p, bytes(data))
+        _write(p.with_suffix(".sum"), (entry_digest(coder.key, digest, q, data) + "\n").encode())
     except OSError:
         pass
 

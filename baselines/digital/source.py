@@ -3,7 +3,9 @@
 A :class:`SourceCoder` turns an ``H x W x 3`` uint8 image into bytes at a quality index and back:
 
 * :class:`BPGCoder`: Fabrice Bellard's ``bpgenc``/``bpgdec`` binaries (found via option, environment variable
-  ``LRISC_BPGENC``/``LRISC_BPGDEC`` or ``PATH``), 4:4:4 chroma (``-f 444``), quantiser ``-q`` 0-51.
+  ``LRISC_BPGENC``/``LRISC_BPGDEC`` or ``PATH``), 4:4:4 chroma (``-f 444``), quantiser ``-q`` 0-51. The reference
+  ``bpgenc`` 0.9.8 (x265 inside) crashes on images below 64 x 64: such images are edge-padded to 64 x 64, the
+  padded file is what is sent and counted, and the receiver crops the decoded image back to its known size.
 * :class:`HEVCCoder`: HEVC-intra with x265 through pillow-heif, set up like bpgenc: 4:4:4 chroma, constant QP
   (``x265:qp``, the 0-51 scale of ``bpgenc -q``), psy-rd, psy-rdoq and adaptive quantisation off (libheif's
   defaults cost about 0.5 dB; its 4:2:0 path uses nearest-neighbour chroma). The default when ``bpgenc`` is
@@ -211,6 +213,40 @@ def find_binary(name: str, explicit: str | None, env: str) -> str | None:
     return shutil.which(name)
 
 
+#: the smallest width and height the reference ``bpgenc`` 0.9.8 (x265 inside) encodes: it crashes with SIGSEGV
+#: below 64 x 64 (one x265 CTU); smaller images are padded to this size (:meth:`BPGCoder.encode_at`)
+BPG_MIN_SIDE = 64
+
+
+def pad_to_min(image: np.ndarray, min_side: int) -> np.ndarray:
+    """``H x W x 3`` uint8 padded at the bottom and right, by repeating the last row and column (edge padding),
+    to at least ``min_side`` x ``min_side``; unchanged if both sides are large enough.
+
+    >>> pad_to_min(np.arange(6, dtype=np.uint8).reshape(1, 2, 3), 3)[:, :, 0].tolist()
+    [[0, 3, 3], [0, 3, 3], [0, 3, 3]]
+    """
+    h, w = image.shape[:2]
+    ph, pw = max(0, min_side - h), max(0, min_side - w)
+    if ph == 0 and pw == 0:
+        return image
+    return np.ascontiguousarray(np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge"))
+
+
+def _exit_text(code: int) -> str:
+    """``exit status N``, or ``killed by SIGNAME (a crash)`` for a negative status (a signal, as Python reports
+    it) or a shell's 128 + signal convention for SIGSEGV/SIGABRT/SIGBUS."""
+    import signal
+
+    sig = -code if code < 0 else (code - 128 if code in (134, 135, 139) else 0)
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"exit status {code}: killed by {name}, a crash"
+    return f"exit status {code}"
+
+
 class BPGCoder(SourceCoder):
     """BPG through the external ``bpgenc``/``bpgdec`` binaries, 4:4:4 chroma, ``-q`` 0 (best) to 51.
 
@@ -218,12 +254,16 @@ class BPGCoder(SourceCoder):
     :param bpgdec: path of ``bpgdec`` (default: ``$LRISC_BPGDEC`` or ``PATH``).
     :param level: ``bpgenc -m`` compression level 1-9 (default 8, bpgenc's default).
     :param timeout: seconds allowed per binary call.
+    :param min_side: images narrower or lower than this are edge-padded to it before encoding (default
+        :data:`BPG_MIN_SIDE` = 64, below which the reference ``bpgenc`` crashes); 1 turns padding off.
 
     Raises :class:`MissingBinaryError` with installation hints when a binary is missing. The bytes counted
-    are the whole ``.bpg`` file (its header is a few bytes).
+    are the whole ``.bpg`` file (its header is a few bytes); for a padded image, the file of the *padded* image,
+    which is what is sent (the receiver decodes it and crops the known size ``H x W``).
     """
 
-    def __init__(self, bpgenc: str | None = None, bpgdec: str | None = None, level: int = 8, timeout: float = 120):
+    def __init__(self, bpgenc: str | None = None, bpgdec: str | None = None, level: int = 8, timeout: float = 120,
+                 min_side: int = BPG_MIN_SIDE):
         self.bpgenc = find_binary("bpgenc", bpgenc, "LRISC_BPGENC")
         self.bpgdec = find_binary("bpgdec", bpgdec, "LRISC_BPGDEC")
         missing = [n for n, p in (("bpgenc", self.bpgenc), ("bpgdec", self.bpgdec)) if p is None]
@@ -231,11 +271,20 @@ class BPGCoder(SourceCoder):
             raise MissingBinaryError(f"{' and '.join(missing)} not found on PATH; " + BPG_INSTALL_HINT)
         if not 1 <= int(level) <= 9:
             raise ValueError("bpgenc compression level must be in 1..9")
+        if int(min_side) < 1:
+            raise ValueError("BPGCoder min_side must be >= 1")
         self.level = int(level)
         self.timeout = timeout
+        self.min_side = int(min_side)
         self.name = "bpg"
-        self.key = f"bpg:{self.bpgenc}:444:m{self.level}"
+        self.key = f"bpg:{self.bpgenc}:444:m{self.level}" + (f":pad{self.min_side}" if self.min_side > 1 else "")
         self.self_test()
+
+    def describe(self) -> str:
+        if self.min_side <= 1:
+            return self.name
+        return (f"{self.name} (images below {self.min_side}x{self.min_side} edge-padded to it, padded file's bytes "
+                "counted)")
 
     def qualities(self, max_bytes: int) -> Sequence[int]:
         return range(51, -1, -1)
@@ -255,36 +304,41 @@ class BPGCoder(SourceCoder):
                               "LRISC_BPGENC/LRISC_BPGDEC to use HEVC-intra through pillow-heif") from None
         if r.returncode != 0 or not os.path.exists(dst):
             msg = " ".join((r.stderr or r.stdout or b"").decode(errors="replace").split())[-300:]
-            status = f"exit status {r.returncode}" if r.returncode != 0 else "exit status 0 but no output file"
+            status = _exit_text(r.returncode) if r.returncode != 0 else "exit status 0 but no output file"
             raise CoderFailed(f"{args[0]} failed {what} ({status}; it said: {msg or 'nothing'}); check that "
                               "binary or unset LRISC_BPGENC/LRISC_BPGDEC to use HEVC-intra through pillow-heif")
 
     def self_test(self) -> None:
-        """Encode and decode a small image once per process and binary pair, so that a configured binary that
-        does not work is an error before a sweep starts (never a silent loss of every image)."""
-        key = (self.bpgenc, self.bpgdec, self.level)
+        """Encode and decode a test image once per process and binary pair, so that a configured binary that
+        does not work is an error before a sweep starts (never a silent loss of every image). The image is
+        :data:`BPG_MIN_SIDE` x :data:`BPG_MIN_SIDE` (a gradient), the smallest the reference ``bpgenc`` takes."""
+        key = (self.bpgenc, self.bpgdec, self.level, self.min_side)
         if key in _BPG_TESTED:
             return
         from PIL import Image
 
-        img = np.tile(np.arange(0, 256, 16, dtype=np.uint8)[None, :, None], (16, 1, 3))
-        data = self.encode_at(img, 30)
+        n = BPG_MIN_SIDE
+        ramp = np.linspace(0, 255, n).round().astype(np.uint8)
+        img = np.ascontiguousarray(np.stack([np.tile(ramp[None, :], (n, 1)), np.tile(ramp[:, None], (1, n)),
+                                             np.full((n, n), 128, np.uint8)], axis=2))
+        data = self._encode_file(img, 30)
         with tempfile.TemporaryDirectory(prefix="lrisc-bpg-") as d:
             src, dst = os.path.join(d, "in.bpg"), os.path.join(d, "out.png")
             with open(src, "wb") as f:
                 f.write(data)
-            self._call([self.bpgdec, "-o", dst, src], dst, "decoding a 16x16 test image")
+            self._call([self.bpgdec, "-o", dst, src], dst, f"decoding a {n}x{n} test image")
             try:
                 with Image.open(dst) as im:
                     shape = np.asarray(im.convert("RGB")).shape
             except Exception:  # noqa: BLE001 - any unreadable output
                 shape = None
-        if shape != (16, 16, 3):
-            raise CoderFailed(f"{self.bpgdec} wrote no 16x16 image when decoding a test image of {self.bpgenc}; "
+        if shape != (n, n, 3):
+            raise CoderFailed(f"{self.bpgdec} wrote no {n}x{n} image when decoding a test image of {self.bpgenc}; "
                               "check those binaries or unset LRISC_BPGENC/LRISC_BPGDEC")
         _BPG_TESTED.add(key)
 
-    def encode_at(self, image: np.ndarray, q: int) -> bytes:
+    def _encode_file(self, image: np.ndarray, q: int) -> bytes:
+        """The ``.bpg`` file of ``image`` (as given, no padding) at ``-q q``."""
         from PIL import Image
 
         with tempfile.TemporaryDirectory(prefix="lrisc-bpg-") as d:
@@ -296,7 +350,14 @@ class BPGCoder(SourceCoder):
             with open(dst, "rb") as f:
                 return f.read()
 
+    def encode_at(self, image: np.ndarray, q: int) -> bytes:
+        """The ``.bpg`` file at ``-q q`` of ``image`` edge-padded to ``min_side`` x ``min_side`` where smaller
+        (:func:`pad_to_min`): these are the bytes sent and counted."""
+        return self._encode_file(pad_to_min(image, self.min_side), q)
+
     def decode(self, data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+        """``H x W x 3`` uint8 of ``size`` = (H, W): the decoded file, cropped from the padded size where the
+        image was padded; None when it cannot be decoded or has another size."""
         from PIL import Image
 
         with tempfile.TemporaryDirectory(prefix="lrisc-bpg-") as d:
@@ -313,7 +374,11 @@ class BPGCoder(SourceCoder):
                 out = np.asarray(Image.open(dst).convert("RGB"))
             except Exception:  # noqa: BLE001 - any unreadable output is a failed decode
                 return None
-        return out if out.shape[:2] == tuple(size) else None
+        h, w = (int(v) for v in size)
+        sent = (max(h, self.min_side), max(w, self.min_side))
+        if out.shape[:2] != sent:
+            return None
+        return np.ascontiguousarray(out[:h, :w])
 
 
 # ---------------------------------------------------------------------------------------------------- HEVC (HEIF)

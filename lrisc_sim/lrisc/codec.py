@@ -27,12 +27,16 @@ import numpy as np
 import torch
 
 from channels.base import Received
-from lrisc_sim.codec import Codec, Context, Decoded, Encoded
+from lrisc_sim.codec import Codec, Context, Decoded, Encoded, Option
 from lrisc_sim.lrisc.jscc import RateIndexCoding, rate_control, token_snr
 from lrisc_sim.lrisc.model import LRISC
+from lrisc_sim.lrisc.rate_index import MODES
+from lrisc_sim.plugins import codec_factory
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "lrisc"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "lrisc_small.safetensors"
+#: denoising steps when the user chooses none (the decode-time choice of benchmarks/results/lrisc_decode_time.md)
+DEFAULT_STEPS = 4
 DEFAULT_ENCODER_SNR = 10.0  # SNR given to f_e's SNR module when the engine passes none
 
 
@@ -71,12 +75,28 @@ class LRISCCodec(Codec):
 
     name = "lrisc"
     snr_aware_encoder = True
+    options = (Option("checkpoint", "path", None, "a .safetensors LRISC model (default: the shipped small model)"),
+               Option("steps", "int", DEFAULT_STEPS, "denoising steps of g_d, chosen at decode time "
+                      "(benchmarks/results/lrisc_decode_time.md)", low=1, high=1000),
+               Option("sampler", "str", "ddim", "diffusion sampler: ddim (eq. 8) or dpm (DPM-Solver++ 2M)",
+                      choices=("ddim", "dpm")),
+               Option("noise", "float", 0.0, "sampler noise eta of stochastic DDIM (0: deterministic eq. 8, "
+                      "1: ancestral); ddim only", low=0.0, high=1.0),
+               Option("seed", "int", 0, "global seed mixed into the per-image sampler seeds", low=0, high=2**63 - 1),
+               Option("coding", "str", "auto", "rate-index coding", choices=MODES),
+               Option("rate_block", "int", None, "one rate index per N x N tokens (default: the model's)",
+                      low=1, high=64))
+    spec_arg = "a checkpoint path (lrisc:PATH = lrisc:checkpoint=PATH)"
 
     def __init__(self, model: LRISC, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-                 coding: str | None = None, checkpoint: str | Path | None = None, rate_block: int | None = None):
+                 coding: str | None = None, checkpoint: str | Path | None = None, rate_block: int | None = None,
+                 noise: float = 0.0):
         self.model = model.eval()
-        self.steps = int(steps) if steps else model.cfg.diffusion.steps
-        self.sampler = sampler or model.cfg.diffusion.sampler
+        self.steps = int(steps) if steps else DEFAULT_STEPS  # a decode-time choice, not the weights'
+        self.sampler = sampler or "ddim"
+        self.noise = float(noise)
+        if not 0.0 <= self.noise <= 1.0 or (self.noise > 0 and self.sampler != "ddim"):
+            raise LRISCError(f"noise={noise}: the sampler noise eta lies in [0, 1] and needs sampler=ddim")
         self.seed = int(seed)
         jc = model.cfg.jscc
         self.coding = RateIndexCoding(coding or "auto", tuple(jc.side_codes))
@@ -103,7 +123,8 @@ class LRISCCodec(Codec):
         if self.checkpoint and Path(self.checkpoint).resolve().is_relative_to(shipped):
             ck = f"shipped {Path(self.checkpoint).name}"
         blk = f", one per {self.rate_block}x{self.rate_block} tokens" if self.rate_block > 1 else ""
-        return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps; rate indices "
+        noise = f", noise {self.noise:g}" if self.noise else ""
+        return (f"lrisc ({self.model.cfg.preset} preset, {ck}; {self.sampler} {self.steps} steps{noise}; rate indices "
                 f"{self.coding.mode}-coded{blk})")
 
     @torch.no_grad()
@@ -173,11 +194,12 @@ class LRISCCodec(Codec):
     @torch.no_grad()
     def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
         z_hat = self.latent_hat(rx, enc)
-        images = self.model.reconstruct(z_hat, enc.state["seeds"], self.steps, self.sampler)
+        images = self.model.reconstruct(z_hat, enc.state["seeds"], self.steps, self.sampler, self.noise)
         b = images.shape[0]
         return Decoded(images=images.clamp(0, 1), ok=torch.ones(b, dtype=torch.bool))
 
 
+@codec_factory(LRISCCodec.options, arg=LRISCCodec.spec_arg)
 def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
     """Registry factory. ``arg``: a checkpoint path (``lrisc:PATH``) or None (the shipped small model).
 
@@ -196,7 +218,7 @@ def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
     model = LRISC.load(path, device)
     return LRISCCodec(model, steps=options.get("steps"), sampler=options.get("sampler"),
                       seed=int(options.get("seed", 0)), coding=options.get("coding"), checkpoint=path,
-                      rate_block=options.get("rate_block"))
+                      rate_block=options.get("rate_block"), noise=options.get("noise", 0.0))
 
 
 def availability(name: str) -> str:

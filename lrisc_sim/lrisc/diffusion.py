@@ -119,15 +119,51 @@ class ConditionalDiffusion:
 
     @torch.no_grad()
     def sample(self, denoise: Denoiser, shape: Sequence[int], seeds: Sequence[int], steps: int | None = None,
-               sampler: str | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Deterministic sampling: ``steps`` calls of ``denoise(x_n, n / N_train)`` -> x0 ``shape`` in [-1, 1]."""
+               sampler: str | None = None, device: torch.device | str = "cpu", eta: float = 0.0) -> torch.Tensor:
+        """Sampling: ``steps`` calls of ``denoise(x_n, n / N_train)`` -> x0 ``shape`` in [-1, 1].
+
+        ``eta`` = 0 (default) is deterministic (eq. 8 for ``ddim``). ``eta`` > 0 is stochastic DDIM (Song et al.
+        2021, eq. 12) on the same trailing timesteps, only with the ``ddim`` sampler: with the x0 estimate
+        X = X_theta(x_n), eps_hat = (x_n - sqrt(alpha_n) X) / sqrt(1 - alpha_n) and
+        sigma = eta sqrt((1 - alpha_m) / (1 - alpha_n)) sqrt(1 - alpha_n / alpha_m) for the next step m < n,
+
+            x_m = sqrt(alpha_m) X + sqrt(1 - alpha_m - sigma^2) eps_hat + sigma z,   z ~ N(0, I),
+
+        so eta = 1 is ancestral (DDPM-like) sampling and the last step (alpha = 1) returns X. The z of image b come
+        from the generator that drew its x_N (seeded by ``seeds[b]``), so stochastic decoding stays reproducible
+        and independent of the batch."""
         steps = int(steps or self.cfg.steps)
         name = sampler or self.cfg.sampler
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"sampler noise eta={eta}: give a value in [0, 1] (0: deterministic DDIM)")
         sch = self.scheduler(name)
         sch.set_timesteps(steps, device=device)
+        if eta > 0:
+            if name != "ddim":
+                raise ValueError(f"sampler noise eta={eta} needs the ddim sampler, not {name}: use sampler=ddim")
+            return self._sample_stochastic(denoise, shape, seeds, [int(t) for t in sch.timesteps], device, eta)
         x = self.initial_noise(shape, seeds, device)
         for t in sch.timesteps:
             index = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
             x0 = denoise(x, self.time_input(index)).clamp(-1, 1)  # x0 clipped to the data range
             x = sch.step(x0, t, x).prev_sample
+        return x.clamp(-1, 1)
+
+    def _sample_stochastic(self, denoise: Denoiser, shape: Sequence[int], seeds: Sequence[int],
+                           timesteps: list[int], device: torch.device | str, eta: float) -> torch.Tensor:
+        """Stochastic DDIM (see :meth:`sample`) over ``timesteps`` (descending scheduler indices)."""
+        gens = [torch.Generator().manual_seed(int(s) & (2**63 - 1)) for s in seeds]
+        x = torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in gens]).to(device)
+        ac = self.alphas_cumprod.double()
+        for i, t in enumerate(timesteps):
+            index = torch.full((shape[0],), t, device=device, dtype=torch.long)
+            x0 = denoise(x, self.time_input(index)).clamp(-1, 1)
+            a_t = float(ac[t])
+            a_m = float(ac[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
+            eps = (x - a_t ** 0.5 * x0) / (1 - a_t) ** 0.5
+            sigma = eta * ((1 - a_m) / (1 - a_t)) ** 0.5 * max(1 - a_t / a_m, 0.0) ** 0.5
+            x = a_m ** 0.5 * x0 + max(1 - a_m - sigma ** 2, 0.0) ** 0.5 * eps
+            if sigma > 0:
+                z = torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in gens]).to(device)
+                x = x + sigma * z
         return x.clamp(-1, 1)

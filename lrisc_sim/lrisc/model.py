@@ -25,6 +25,7 @@ from lrisc_sim.lrisc.entropy import FactorizedPrior, GaussianConditional, bits, 
 from lrisc_sim.lrisc.hyperprior import HyperDecoder, HyperEncoder
 from lrisc_sim.lrisc.jscc import JSCCDecoder, JSCCEncoder
 from lrisc_sim.lrisc.unet import ConditionalUNet
+from lrisc_sim.model_io import register_model
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Latent:
         return bits(self.lik_z).flatten(1).sum(1) + bits(self.lik_y).flatten(1).sum(1)
 
 
+@register_model("lrisc")
 class LRISC(nn.Module):
     """The LRISC networks (Fig. 1) and the diffusion schedule of g_d.
 
@@ -78,6 +80,20 @@ class LRISC(nn.Module):
         self.f_d = JSCCDecoder(c, cfg.jscc, cfg.snr)
         self.g_d = ConditionalUNet(c, cfg.unet)
         self.diffusion = ConditionalDiffusion(cfg.diffusion)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this (the latent's downsampling)."""
+        return self.cfg.multiple
+
+    def config_dict(self) -> dict:
+        """The architecture as a JSON-able dict (``lrisc_sim.model_io``)."""
+        return self.cfg.to_dict()
+
+    @classmethod
+    def from_config(cls, d: dict) -> LRISC:
+        """A fresh model of the architecture ``d`` (``config_dict``'s output)."""
+        return cls(LRISCConfig.from_dict(d))
 
     # ------------------------------------------------------------------ groups of Algorithm 1
     def stage_modules(self, stage: int) -> list[nn.Module]:
@@ -135,25 +151,22 @@ class LRISC(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, z_hat: torch.Tensor, seeds: list[int], steps: int | None = None,
-                    sampler: str | None = None) -> torch.Tensor:
-        """g_d: z_hat ``B x C x h x w`` -> images ``B x 3 x 16h x 16w`` in [0, 1] by deterministic sampling."""
+                    sampler: str | None = None, eta: float = 0.0) -> torch.Tensor:
+        """g_d: z_hat ``B x C x h x w`` -> images ``B x 3 x 16h x 16w`` in [0, 1] by sampling (eq. 8; ``eta`` > 0:
+        stochastic DDIM, ``ConditionalDiffusion.sample``)."""
         ctx = self.g_d.context(z_hat)
         b, _, h, w = z_hat.shape
         x = self.diffusion.sample(lambda xn, t: self.g_d(xn, t, context=ctx), (b, 3, 16 * h, 16 * w), seeds,
-                                  steps=steps, sampler=sampler, device=z_hat.device)
+                                  steps=steps, sampler=sampler, device=z_hat.device, eta=eta)
         return (x + 1) / 2
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, card: dict | None = None) -> None:
-        """``path`` .safetensors (config in its metadata) and, if given, the JSON model card beside it."""
-        from safetensors.torch import save_file
+        """``path`` .safetensors in the one model format (``lrisc_sim.model_io``) and, if given, the JSON model card
+        beside it."""
+        from lrisc_sim.model_io import save_model
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={"config": self.cfg.to_json(), "format": "lrisc-v1"})
-        if card is not None:
-            path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        save_model(self, path, card)
 
     def load_matching(self, path: str | Path) -> list[str]:
         """Warm start of a changed architecture: take from the LRISC checkpoint ``path`` every top-level module
@@ -174,24 +187,10 @@ class LRISC(nn.Module):
 
     @staticmethod
     def load(path: str | Path, device: str | torch.device = "cpu") -> LRISC:
-        """Read a model written by ``save`` (eval mode)."""
-        from safetensors.torch import load_file
-
-        from lrisc_sim.safeio import CheckpointError, safetensors_metadata
+        """Read an LRISC model file (``lrisc_sim.model_io``; eval mode); one-line ``CheckpointError`` otherwise."""
+        from lrisc_sim.model_io import load_model
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"LRISC checkpoint {path} not found")
-        fix = "give an LRISC .safetensors checkpoint written by `lrisc-sim train lrisc`"
-        meta = safetensors_metadata(path, "LRISC checkpoint", fix)  # refuses pickles unparsed
-        if meta.get("format") != "lrisc-v1" or "config" not in meta:
-            other = " (it looks like a DeepJSCC checkpoint: use it with --checkpoint deepjscc=PATH)" if meta else ""
-            raise CheckpointError(f"{path} is not an LRISC checkpoint{other}; {fix}")
-        try:
-            model = LRISC(LRISCConfig.from_dict(json.loads(meta["config"])))
-            model.load_state_dict(load_file(str(path)))
-        except (RuntimeError, ValueError, TypeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path}: its weights do not fit the LRISC architecture in its metadata "
-                                  f"({first.rstrip(':')}); {fix}") from None
-        return model.to(device).eval()
+        return load_model(path, expect="lrisc", device=device)

@@ -16,7 +16,8 @@ In stages 2 and 3, each image gets a random target CBR (log-uniform over ``cbr_r
 come from the same rate control as at inference, so one model serves every CBR.
 
 Every stage is resumable (state in ``OUT/stageS/state.safetensors``: tensors and JSON, no pickle; saved every few
-minutes and at validations): re-running the same command continues; an old pickled ``state.pt`` is refused. The
+minutes and at validations): re-running the same command continues (from the state, else from the stage's
+export, never afresh over them without ``--no-resume``); an old pickled ``state.pt`` is refused. The
 result is ``OUT/stageS/lrisc_PRESET_stageS.safetensors`` plus a JSON model card; ``--ship`` also copies it to the
 package's checkpoint folder (the codec's default). While a stage runs, every validation exports its weights in the
 same format to ``OUT/stageS/export.safetensors`` with a card (status, step, CPU-hours, history) in ``export.json``.
@@ -44,10 +45,13 @@ from lrisc_sim.lrisc.losses import LossOutput, Perceptual, rdp_loss
 from lrisc_sim.lrisc.model import LRISC
 from lrisc_sim.lrisc.rate_index import RateIndexCoding
 from lrisc_sim.metrics import psnr, quantize
-from lrisc_sim.train_state import EMA, StateError, TrainRun, weights_for_export
+from lrisc_sim.train_state import (EMA, StateError, TrainRun, card_value, check_meta, read_card, read_meta,
+                                   weights_for_export)
 
 STATE_NAME = "state.safetensors"  # OUT/stageS/STATE_NAME: the resumable state of a stage
 EXPORT_NAME = "export.safetensors"  # OUT/stageS/EXPORT_NAME (+ export.json): the latest validated weights
+# keys of a stage state's JSON meta besides TrainRun's (checked on resume; "ema": running loss averages)
+STATE_KEYS = {"ema_updates": "count", "warm_from": "count", "prior_cpu_hours": "hours", "config": "dict"}
 STAGE_NAMES = {1: "g_e, g_d, h_e, h_d without channel", 2: "f_e, f_d with AWGN channel", 3: "end-to-end fine-tuning"}
 
 
@@ -354,10 +358,14 @@ def continue_card(cfg: RunConfig) -> dict:
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise ValueError(f"--continue-from {path}: needs the weights and their card {path.with_suffix('.json').name} "
                          "(a stage's export.safetensors + export.json)")
-    card = json.loads(path.with_suffix(".json").read_text())
+    card_path = path.with_suffix(".json")
+    fix = "restore it (e.g. from git) or use --init to start from other weights"
+    card = read_card(card_path, fix)
     if card.get("stage") != cfg.stage or "history" not in card or "steps" not in card:
         raise ValueError(f"--continue-from {path}: its card is not an export of stage {cfg.stage} in progress "
                          f"(stage {card.get('stage')}); use --init to start from other weights")
+    for key, kind in (("steps", "count"), ("history", "list"), ("wall_time_s", "seconds"), ("cpu_hours", "hours")):
+        card_value(card, card_path, key, kind, None, fix)
     from lrisc_sim.safeio import safetensors_metadata
 
     arch = json.loads(safetensors_metadata(path, "LRISC checkpoint", "give an export.safetensors of this stage")
@@ -374,6 +382,56 @@ def continue_card(cfg: RunConfig) -> dict:
     return card
 
 
+def validate_config(cfg: RunConfig) -> None:
+    """Check every option against the trainers' shared rules (:mod:`lrisc_sim.train_checks`) before any work:
+    numbers and ranges, seed, device, the run folder; and the card of the weights a later stage starts from."""
+    from lrisc_sim.train_checks import TrainOptionError, validate_training_args
+
+    t = cfg.train
+    validate_training_args(
+        {"steps": cfg.steps, "batch_size": t.batch, "crop": t.crop, "val_crop": cfg.val_crop,
+         "lr": t.lr_stage3 if cfg.stage == 3 else t.lr, "lam": t.lam, "eta": t.eta, "warmup_steps": t.warmup_steps,
+         "aux_weight": t.aux_weight, "latent_weight": t.latent_weight, "t_max_share": t.t_max_share,
+         "lpips_max_t": t.lpips_max_t, "lam_start": t.lam_start, "lam_ramp": t.lam_ramp, "ema": cfg.ema,
+         "val_every": cfg.val_every, "save_minutes": cfg.save_minutes, "max_minutes": cfg.max_minutes,
+         "sample_steps": cfg.sample_steps, "val_steps": cfg.val_steps, "workers": cfg.workers,
+         "threads": cfg.threads},
+        device=cfg.device, seed=cfg.seed, folders={"out": cfg.out})
+    if t.lam_start is not None and t.lam_ramp > 0 and t.lam <= 0:
+        raise TrainOptionError(f"--lam {t.lam:g}: must be > 0 when --lam-start ramps to it (a log-scale ramp)")
+    sdir = cfg.stage_dir()
+    for p in (sdir, sdir / STATE_NAME):
+        if p.exists() and p.is_dir() != (p == sdir):
+            raise TrainOptionError(f"--out {cfg.out}: {p} is a {'file' if p == sdir else 'folder'}; move it away "
+                                   "or give another --out")
+    if cfg.stage > 1 and not cfg.continue_from:  # its card is read at the end of the stage
+        card = (Path(cfg.init) if cfg.init else cfg.weights_path(cfg.stage - 1)).with_suffix(".json")
+        if card.is_file():
+            read_card(card, "restore it, or give --init weights whose card is intact")
+
+
+def existing_work(cfg: RunConfig, log=print) -> str | None:
+    """The export of this stage in ``--out`` (else its final weights) when its state is gone: the same command
+    continues from it (as with ``--continue-from``) rather than start afresh over it; None when there is none.
+    A finished stage, or ``--init`` given as well, is a one-line error saying what to do."""
+    sdir = cfg.stage_dir()
+    found = next((p for p in (sdir / EXPORT_NAME, cfg.weights_path()) if p.is_file()
+                  and p.with_suffix(".json").is_file()), None)
+    if found is None:
+        return None
+    card = read_card(found.with_suffix(".json"), "restore it, or pass --no-resume to start afresh (overwriting it)")
+    step = card.get("steps")
+    if cfg.init or cfg.init_partial:
+        raise ValueError(f"{found} holds stage {cfg.stage} at step {step} without its state: drop --init to "
+                         f"continue it, or pass --no-resume to start afresh from --init (overwriting it)")
+    if isinstance(step, int) and step >= cfg.steps:
+        raise ValueError(f"{found} holds stage {cfg.stage} finished at step {step} (--steps {cfg.steps}) without "
+                         "its state: raise --steps to train on from it, or pass --no-resume to start afresh "
+                         "(overwriting it)")
+    log(f"no training state in {sdir}, but {found.name} is there (step {step}): continuing from it")
+    return str(found)
+
+
 def train(cfg: RunConfig, log=print) -> dict:
     """Run (or continue) one stage; return its model card (also written beside the weights).
 
@@ -384,7 +442,9 @@ def train(cfg: RunConfig, log=print) -> dict:
     from tqdm import tqdm
 
     from lrisc_sim import ddp
+    from lrisc_sim.train_checks import check_loss
 
+    validate_config(cfg)  # before any work: a one-line error for a bad option
     dist = ddp.init(cfg.device)  # torchrun: DDP over the ranks (gloo on CPU, NCCL on CUDA); else one process
     if not dist.main:
         log = lambda *a, **k: None  # noqa: E731 (rank 0 logs)
@@ -394,12 +454,12 @@ def train(cfg: RunConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed + 7919 * cfg.stage)
     sdir = cfg.stage_dir()
     resuming = cfg.resume and (sdir / STATE_NAME).exists()
+    if cfg.resume and not resuming and not cfg.continue_from:  # never start afresh over this stage's export
+        cfg.continue_from = existing_work(cfg, log)
     cont = continue_card(cfg) if cfg.continue_from and not resuming else None
     if cfg.continue_from and resuming:  # both: the one further along (an export committed from another machine
-        from safetensors import safe_open  # can be ahead of an old state here)
-
-        with safe_open(str(sdir / STATE_NAME), framework="pt") as f:
-            state_step = int(json.loads((f.metadata() or {}).get("state", "{}")).get("meta", {}).get("step", 0))
+        # can be ahead of an old state here); the state's meta is checked like any resumed state (no pickle)
+        state_step = check_meta(read_meta(sdir / STATE_NAME), sdir / STATE_NAME)["step"]
         card = continue_card(cfg)
         if int(card["steps"]) > state_step:
             log(f"--continue-from {cfg.continue_from} is at step {card['steps']}, ahead of the state here (step "
@@ -445,7 +505,8 @@ def train(cfg: RunConfig, log=print) -> dict:
                              f"never loaded: delete it (stage {cfg.stage} then restarts from step 0) or pass "
                              "--no-resume")
         if run.path.exists():
-            meta, ema_state, _ = run.resume(model, opt, device)
+            meta, ema_state, _ = run.resume(model, opt, device, steps=cfg.steps, required={"ema": "numbers"},
+                                            optional=STATE_KEYS)
             loss_avg = meta["ema"]
             ema_updates = int(meta.get("ema_updates", 0)) if ema_state else 0
             warm_from, run.prior_cpu_hours = int(meta.get("warm_from", 0)), float(meta.get("prior_cpu_hours", 0.0))
@@ -516,8 +577,9 @@ def train(cfg: RunConfig, log=print) -> dict:
                 loss_avg[k] = v if fresh else 0.98 * loss_avg[k] + 0.02 * v
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in loss_avg.items()}, refresh=False)
-            if not math.isfinite(parts["loss"]):
-                raise FloatingPointError(f"loss became {parts['loss']} at step {run.step}; lower --lr and resume")
+            if not math.isfinite(parts["loss"]):  # NaN / inf: stop before anything is saved or exported
+                bar.close()
+                check_loss(parts["loss"], run.step)
             validating = run.step % cfg.val_every == 0 or run.step == cfg.steps
             if dist.active and (validating or dist.any(run.save_due())):  # the same decision on every rank
                 run.lap()
@@ -679,7 +741,7 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                    help="folder(s) of training images, comma-separated (random crops; COCO folders work)")
     p.add_argument("--val", default=d.val, help="validation folder, or N to hold out the last N images of --data")
     p.add_argument("--steps", type=int, default=None, help="steps of this stage (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="crops per step (default: the preset's)")
     p.add_argument("--crop", type=int, default=None, help="crop size (multiple of 16)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine decay)")
     p.add_argument("--lam", type=float, default=None, help="lambda: weight of the rate (bits per pixel)")
@@ -706,12 +768,16 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
                         ".json, e.g. committed on another machine) when OUT/stageS/state.safetensors is absent: "
                         "step, validation history and CPU-hours from its card, a fresh optimizer")
     p.add_argument("--out", default=d.out, help="run folder: OUT/stageS/{state.safetensors, lrisc_PRESET_stageS.*}")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/stageS/state.safetensors, else from OUT/stageS/export.safetensors (the "
+                        "default; as in train deepjscc)")
     p.add_argument("--no-resume", action="store_true",
-                   help="start the stage afresh even if OUT/stageS/state.safetensors exists")
-    p.add_argument("--device", default=d.device)
+                   help="start the stage afresh even if its state or export exists in OUT/stageS (overwrites them)")
+    p.add_argument("--device", default=d.device, help="torch device: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the crops and the noise, 0 .. 2^32-1")
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="steps between validations (each exports the weights and saves the state)")
     p.add_argument("--sample-steps", type=int, default=None,
                    help="denoising steps written into the weights' config: what the codec samples with by default "
                         "(default: the preset's, or --init's)")
@@ -726,6 +792,8 @@ def configure_train_parser(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.resume and args.no_resume:
+        raise ValueError("--resume and --no-resume contradict each other: give one (resuming is the default)")
     tc = train_preset(args.preset)
     steps = list(tc.steps)
     if args.steps is not None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from lrisc_sim import Channel, Codec, Context, Decoded, Encoded, Realization, Received
+from lrisc_sim.codec import Option
+from lrisc_sim.plugins import codec_factory
 
 __all__ = ["PhaseNoise", "PixelRepeat", "make_pixel_repeat"]
 
@@ -24,6 +26,10 @@ class PixelRepeat(Codec):
 
     name = "pixel-repeat"
     SIDE_BITS = 48
+    # the options, declared once: lrisc-sim checks them before building the codec and lists them with
+    # `lrisc-sim codecs --options pixel-repeat`
+    options = (Option("step", "int", 2, "the downsampled sides are multiples of this", low=1, high=64),)
+    spec_arg = "the step (pixel-repeat:4 = pixel-repeat:step=4)"
 
     def __init__(self, step: int = 2):
         self.step = int(step)
@@ -74,20 +80,15 @@ class PixelRepeat(Codec):
         return Decoded(images=out, ok=torch.ones(b, dtype=torch.bool))
 
 
-def make_pixel_repeat(arg: str | None = None, **options) -> PixelRepeat:
-    """Example plugin codec: analog pixels at a reduced size, LLSE receiver (``pixel-repeat[:STEP]``).
+@codec_factory(PixelRepeat.options, arg=PixelRepeat.spec_arg)  # marks it as a factory a spec may name
+def make_pixel_repeat(arg: str | None = None, device: str | None = None, step: int = 2) -> PixelRepeat:
+    """Example plugin codec: analog pixels at a reduced size, LLSE receiver (``pixel-repeat[:STEP]`` or
+    ``pixel-repeat:step=STEP``).
 
-    The factory of the spec; ``options`` holds ``device`` (unused: no model)."""
-    unknown = set(options) - {"device"}
-    if unknown:
-        raise ValueError(f"pixel-repeat: unknown option(s) {', '.join(sorted(unknown))}")
-    try:
-        step = int(arg) if arg else 2
-    except ValueError:
-        raise ValueError(f"bad codec spec 'pixel-repeat:{arg}': the argument is an integer step, e.g. "
-                         "pixel-repeat:4") from None
-    if step < 1:
-        raise ValueError(f"pixel-repeat:{arg}: the step must be a positive integer")
+    The factory of the spec: ``arg`` is the text after ``pixel-repeat:`` (checked here, by the declared option),
+    ``device`` is the run's (unused: no model), ``step`` arrives checked and typed by lrisc-sim."""
+    if arg:
+        step = PixelRepeat.options[0].parse(arg, f"pixel-repeat:{arg}", in_spec=True)
     return PixelRepeat(step)
 
 
