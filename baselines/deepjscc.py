@@ -237,37 +237,35 @@ def checkpoint_name(cbr: str | Fraction, snr: str | float) -> str:
 
 
 def save_model(model: DeepJSCC, path: str | Path, card: dict | None = None) -> None:
-    """Write ``path`` (.safetensors, config in its metadata) and, if given, the JSON model card beside it."""
-    from safetensors.torch import save_file
+    """Write ``path`` in the one model format (``lrisc_sim.model_io``) and, if given, the JSON model card beside
+    it."""
+    from lrisc_sim.model_io import save_model as save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(asdict(model.cfg))})
-    if card is not None:
-        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    save(model, path, card)
 
 
 def read_config(path: str | Path) -> DeepJSCCConfig:
-    """The architecture stored in a checkpoint's metadata (reads the header only)."""
-    from lrisc_sim.safeio import CheckpointError, safetensors_metadata
+    """The architecture stored in a checkpoint's header (``lrisc_sim.model_io.header``; header only, bounds
+    checked); one-line ``DeepJSCCError`` naming the file otherwise."""
+    from lrisc_sim.model_io import NAMES, header
+    from lrisc_sim.safeio import CheckpointError
 
     path = Path(path)
     if not path.is_file():
         raise DeepJSCCError(f"DeepJSCC checkpoint {path} not found")
-    fix = "give a DeepJSCC .safetensors checkpoint written by `lrisc-sim train deepjscc`"
+    fix = "give a DeepJSCC .safetensors checkpoint written by `lrisc-sim train RECIPE.toml`"
     try:
-        meta = safetensors_metadata(path, "DeepJSCC checkpoint", fix)  # refuses pickles unparsed
+        tag, d = header(path, "deepjscc")
     except CheckpointError as e:
         raise DeepJSCCError(str(e)) from None
-    if meta.get("format") == "lrisc-v1":
-        raise DeepJSCCError(f"{path} is an LRISC checkpoint, not a DeepJSCC one: use it with --checkpoint "
-                            f"lrisc=PATH; {fix}")
+    if tag != "deepjscc":
+        name = NAMES.get(tag, tag)
+        raise DeepJSCCError(f"{path} is an {name} checkpoint, not a DeepJSCC one: use it with --checkpoint "
+                            f"{tag}=PATH; {fix}")
     try:
-        cfg = DeepJSCCConfig(**json.loads(meta["config"]))
-    except Exception as e:  # noqa: BLE001 - no or another config in the metadata
-        raise DeepJSCCError(f"{path}: not a DeepJSCC checkpoint (no DeepJSCC config in its metadata: "
-                            f"{type(e).__name__}); {fix}") from None
+        cfg = DeepJSCCConfig(**d)
+    except TypeError as e:
+        raise DeepJSCCError(f"{path}: not a DeepJSCC checkpoint (its config does not fit: {e}); {fix}") from None
     check_config(cfg, path)
     return cfg
 
@@ -296,16 +294,15 @@ def check_config(cfg: DeepJSCCConfig, path: str | Path | None = None) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepJSCC:
-    """Read a model written by ``save_model``."""
-    from safetensors.torch import load_file
+    """Read a DeepJSCC model file (``lrisc_sim.model_io.load_model``, config checked before anything is built)."""
+    from lrisc_sim.model_io import load_model as load
+    from lrisc_sim.safeio import CheckpointError
 
-    model = DeepJSCC(read_config(path))
+    read_config(path)  # the DeepJSCC wording for a missing file, another model or a bad config
     try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as e:
-        raise DeepJSCCError(f"{path}: its weights do not fit the DeepJSCC architecture in its metadata "
-                            f"({str(e).strip().splitlines()[0].rstrip(':')}); retrain or re-export it") from None
-    return model.to(device).eval()
+        return load(path, expect="deepjscc", device=device)
+    except CheckpointError as e:
+        raise DeepJSCCError(str(e)) from None
 
 
 def find_checkpoints(snr: str | float = 10, dirs: list[Path] | None = None) -> dict[Fraction, Path]:
@@ -329,8 +326,9 @@ def missing_message(cbr: Fraction, snr: str | float, have: dict[Fraction, Path])
     except DeepJSCCError:
         return (f"{head}; DeepJSCC cannot give CBR {cbr_str(cbr)} exactly (c = 6 d^2 CBR must be an even integer "
                 f"for d = 4, 8, 16 or 32): pick another CBR, e.g. 1/48")
-    return (f"{head}: train one with `lrisc-sim train deepjscc --cbr {cbr_str(cbr)} --snr {s} --data DIR` and "
-            f"pass it with `--checkpoint deepjscc=PATH`")
+    return (f"{head}: train one with `lrisc-sim train RECIPE.toml` (a copy of "
+            f"recipes/deepjscc_cbr1-48_snr10.toml with cbr = \"{cbr_str(cbr)}\" and snr = \"{s}\") and pass it with "
+            f"`--checkpoint deepjscc=PATH`")
 
 
 # ---------------------------------------------------------------- codec
@@ -489,4 +487,4 @@ def availability(name: str) -> str:
     have = find_checkpoints(10)
     if have:
         return "ok"
-    return "no shipped checkpoints: train one with `lrisc-sim train deepjscc --cbr 1/48 --snr 10 --data DIR`"
+    return "no shipped checkpoints: train one with `lrisc-sim train recipes/deepjscc_cbr1-48_snr10.toml`"

@@ -11,8 +11,9 @@ Checks (each printed as PASS / FAIL with the numbers; the exit status is 1 if an
 * PSNR within 0.01 dB and LPIPS within 1e-3 per row for the deterministic codecs (all of them: noise and fading
   come from per-image CPU generators, the diffusion decoder's x_N too); rows where a digital link's decision
   flips (``ok`` differs) are listed separately, since one LLR at a decoding threshold can change a CRC;
-* ``lrisc-sim train deepjscc`` and ``lrisc-sim train lrisc --stage 1`` run ``--train-steps`` steps on the device
-  (bf16 autocast on CUDA) and write their weights;
+* ``lrisc-sim train RECIPE.toml`` runs ``--train-steps`` steps of a DeepJSCC recipe (CBR 1/24) and of LRISC's
+  stage 1 (``small`` preset) on the device (bf16 autocast on CUDA) and writes their weights (the recipes are
+  written by :func:`train_recipe`, the runs' state under ``OUT/cache``);
 * throughput: images x points per second of each sweep and training steps per second.
 
 Everything goes through the public commands with ``--device``: no device-specific code lives here. ``--device
@@ -81,6 +82,30 @@ def compare(cpu: Path, dev: Path) -> dict:
     return res
 
 
+def train_recipe(codec: str, data: Path, steps: int) -> str:
+    """The short recipe ``train_checks`` runs for ``codec`` (deepjscc or lrisc) on the images in ``data``."""
+    if codec == "deepjscc":
+        model = 'cbr = "1/24"'
+        stage = 'batch = 16\ncrop = 128\nsnr = "10"'
+    else:
+        model = 'preset = "small"'
+        stage = 'modules = "source"\nbatch = 8\ncrop = 128\nval_steps = 2'
+    return f"""name = "gpu_check_{codec}"
+codec = "{codec}"
+[model]
+{model}
+[data]
+train = ["{data}"]
+val = 1
+val_crop = 128
+[[stages]]
+name = "check"
+steps = {steps}
+val_every = {steps}
+{stage}
+"""
+
+
 def train_checks(device: str, out: Path, a: argparse.Namespace) -> dict:
     data = Path(a.data) if a.data else out / "train_images"
     if not a.data:  # the builtin photos as a training folder (no download)
@@ -94,20 +119,16 @@ def train_checks(device: str, out: Path, a: argparse.Namespace) -> dict:
             Image.fromarray(arr).save(data / f"{it.id}.png")
     res = {}
     n = a.train_steps
-    dj = out / "train_deepjscc"
-    cmd = lrisc_sim() + ["train", "deepjscc", "--cbr", "1/24", "--snr", "10", "--data", str(data), "--val", "1",
-                         "--steps", str(n), "--batch-size", "16", "--crop", "128", "--val-every", str(n),
-                         "--device", device, "--out", str(dj), "--state", str(dj / "state.safetensors")]
-    t = run(cmd, out / "train_deepjscc.log")
-    res["deepjscc"] = {"steps": n, "seconds": round(t, 1), "steps_per_s_incl_startup": round(n / t, 2),
-                       "weights": (dj / "deepjscc_cbr1-24_snr10.safetensors").is_file()}
-    lr = out / "train_lrisc"
-    cmd = lrisc_sim() + ["train", "lrisc", "--stage", "1", "--preset", "small", "--data", str(data), "--val", "1",
-                         "--steps", str(n), "--batch-size", "8", "--crop", "128", "--val-every", str(n),
-                         "--val-steps", "2", "--device", device, "--out", str(lr), "--no-resume"]
-    t = run(cmd, out / "train_lrisc.log")
-    res["lrisc"] = {"steps": n, "seconds": round(t, 1), "steps_per_s_incl_startup": round(n / t, 2),
-                    "weights": any((lr / "stage1").glob("*.safetensors"))}
+    cache = out / "cache"
+    if cache.exists():
+        shutil.rmtree(cache)  # every check trains afresh
+    os.environ["LRISC_SIM_CACHE"] = str(cache.resolve())
+    for codec in ("deepjscc", "lrisc"):
+        recipe = out / f"train_{codec}.toml"
+        recipe.write_text(train_recipe(codec, data.resolve(), n))
+        t = run(lrisc_sim() + ["train", str(recipe), "--device", device, "--no-ship"], out / f"train_{codec}.log")
+        res[codec] = {"steps": n, "seconds": round(t, 1), "steps_per_s_incl_startup": round(n / t, 2),
+                      "weights": (cache / "train" / f"gpu_check_{codec}" / "check.safetensors").is_file()}
     return res
 
 

@@ -4,8 +4,8 @@
         [--init shipped|scratch|CKPT]
         [--eta 0.5] [--lam 0.02] [--lr 2e-4] --out RESULT.json
 
-Modes: ``shipped`` = train.py's stage-1 loss as the shipped model was trained (clipped-SNR x0 MSE + LPIPS,
-eta 0.5, aux 0.1); ``mse_T`` = the plain-MSE decoder path only (every sample at t = T, i.e. X_theta(x_N, z, 1)
+Modes: ``shipped`` = LRISCTask's stage-1 loss (``modules = "source"``) as the shipped model was first trained
+(clipped-SNR x0 MSE + LPIPS, eta 0.5, auxiliary decoder past its warm-up); ``mse_T`` = the plain-MSE decoder path only (every sample at t = T, i.e. X_theta(x_N, z, 1)
 from pure noise, weight 1); ``mix`` = half the batch at t = T, half uniform t, weight 1, plus LPIPS (eta).
 Data: ../shared/data/train without its last 4 photos, plus ../shared/data/train_extra; validation: the last 4
 photos of train, 256 x 256 centre crops, stage 1 without channel (bpp from the entropy model; PSNR / LPIPS after
@@ -18,8 +18,9 @@ sys.path.insert(0, str(ROOT))
 import torch, numpy as np
 torch.set_num_threads(1)
 from lrisc_sim.lrisc.model import LRISC
-from lrisc_sim.lrisc.config import preset, TrainConfig
-from lrisc_sim.lrisc.train import stage_loss, load_perceptual
+from lrisc_sim.lrisc.config import preset
+from lrisc_sim.lrisc.task import LRISCTask
+from lrisc_sim.trainer import Batch, LossOutput, StageConfig
 from lrisc_sim.lrisc.losses import rdp_loss
 from lrisc_sim.data import RandomCrops, image_paths, load_image
 from lrisc_sim.metrics import psnr, lpips
@@ -48,8 +49,10 @@ params = [q for mod in m.stage_modules(1) for q in mod.parameters()]
 m.requires_grad_(False)
 for q in params: q.requires_grad_(True)
 opt = torch.optim.Adam(params, lr=a.lr)
-perc = load_perceptual(torch.device('cpu'), a.eta > 0)
-tc = TrainConfig(crop=a.crop, batch=a.batch, lam=a.lam, eta=a.eta, warmup_steps=1000, aux_weight=1.0)
+task = LRISCTask('small')
+stage = StageConfig(name='pilot', crop=a.crop, batch=a.batch, options={'modules': 'source', 'lam': a.lam, 'eta': a.eta,
+                    'lpips': a.eta > 0, 'aux_weight': 1.0, 'aux_warmup': 1000})
+perc = task.perceptual(stage, torch.device('cpu'))
 diff = m.diffusion
 @torch.no_grad()
 def evaluate():
@@ -65,7 +68,8 @@ t0 = time.process_time(); step = 0; last_eval = 0
 while True:
     x = crops.batch(a.batch, it)
     if a.mode == 'shipped':
-        out = stage_loss(m, 1, x, 6000, tc, perc)
+        # step 6000: past the auxiliary decoder's warm-up; stage 1 sends nothing, so no channel link is needed
+        out = task.loss(m, Batch(x, torch.zeros(x.shape[0]), None, 6000, torch.Generator().manual_seed(step)), None, stage)
     else:
         b = x.shape[0]
         lat = m.latent(x, 'noise')
@@ -81,7 +85,7 @@ while True:
         dp = perc(x, (x_bar.clamp(-1, 1) + 1) / 2).mean() if (perc is not None and a.eta > 0) else torch.zeros(())
         bpp = lat.rate_bits().mean() / (x.shape[-1] * x.shape[-2])
         total = (1 - a.eta) * mse + a.eta * dp + a.lam * bpp
-        out = type('O', (), {'total': total, 'parts': {'d': float(mse.detach()), 'd_p': float(dp.detach()), 'bpp': float(bpp.detach())}})
+        out = LossOutput(total, {'d': float(mse.detach()), 'd_p': float(dp.detach()), 'bpp': float(bpp.detach())})
     opt.zero_grad(); out.total.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); step += 1
     cpu = (time.process_time() - t0) / 60
     if step % 25 == 0: print(step, f'{cpu:.1f} cpu-min', {k: round(v, 4) for k, v in out.parts.items()}, flush=True)

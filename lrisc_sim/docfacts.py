@@ -7,7 +7,7 @@ test suite runs it). Sources are files the project's own commands write: the shi
 (``benchmarks/results/figure_times.json`` from ``benchmarks/figure_times.py``). A fact whose source is missing
 renders as "not measured" rather than a stale number.
 
-Facts (``NAME``): ``lrisc_steps`` (the shipped LRISC checkpoint's default number of DDIM steps),
+Facts (``NAME``): ``lrisc_steps`` (LRISC's default number of DDIM steps, the codec option),
 ``lrisc_decode_s`` (seconds per 768 x 512 point at those steps, one thread, from
 ``benchmarks/results/lrisc_decode_time.md``), ``fig_time:EXPERIMENT`` (wall time of ``lrisc-sim run
 experiments/EXPERIMENT.toml`` from scratch, with its thread count).
@@ -28,13 +28,11 @@ MARK = re.compile(r"<!-- fact (?P<name>[\w:.-]+) -->(?P<text>.*?)<!-- /fact -->"
 NOT_MEASURED = "not measured"
 
 
-def _lrisc_card() -> dict:
-    return json.loads((ROOT / "lrisc_sim" / "checkpoints" / "lrisc" / "lrisc_small.json").read_text())
-
-
 def lrisc_steps(_: str = "") -> str:
-    """The shipped LRISC checkpoint's default number of DDIM steps (its config)."""
-    return str(int(_lrisc_card()["config"]["diffusion"]["steps"]))
+    """LRISC's default number of DDIM steps (the codec option's default, a decode-time choice)."""
+    from lrisc_sim.lrisc.codec import DEFAULT_STEPS
+
+    return str(DEFAULT_STEPS)
 
 
 def lrisc_decode_s(_: str = "") -> str:

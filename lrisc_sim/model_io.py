@@ -32,7 +32,8 @@ from lrisc_sim.safeio import CheckpointError, safetensors_metadata
 
 FORMAT = "lrisc-sim-model/1"
 #: Built-in model classes by tag (imported when a file of that tag is read).
-BUILTIN = {"deepjscc": "baselines.deepjscc:DeepJSCC", "lrisc": "lrisc_sim.lrisc.model:LRISC"}
+BUILTIN = {"deepjscc": "baselines.deepjscc:DeepJSCC", "deepjscc-adaptive": "baselines.deepjscc_adaptive:AdaptiveDeepJSCC",
+           "lrisc": "lrisc_sim.lrisc.model:LRISC"}
 _REGISTRY: dict[str, type] = {}
 
 
@@ -66,10 +67,16 @@ def model_class(tag: str) -> type:
     return _REGISTRY[tag]
 
 
-def header(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(tag, config)`` of a model file, from its header only; legacy headers are recognised."""
-    fix = "give a model file written by lrisc-sim (lrisc-sim train ...)"
-    meta = safetensors_metadata(path, "model file", fix)
+#: how messages name the checkpoints of the built-in tags
+NAMES = {"deepjscc": "DeepJSCC", "deepjscc-adaptive": "adaptive DeepJSCC", "lrisc": "LRISC"}
+
+
+def header(path: str | Path, expect: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``(tag, config)`` of a model file, from its header only; legacy headers are recognised. ``expect`` (a tag)
+    only words the messages."""
+    what = f"{NAMES.get(expect, expect)} checkpoint" if expect else "model file"
+    fix = f"give a {what} written by lrisc-sim (lrisc-sim train RECIPE.toml)"
+    meta = safetensors_metadata(path, what, fix)
     tag = meta.get("class")
     if tag is None and meta.get("format") == "lrisc-v1":
         tag = "lrisc"
@@ -112,10 +119,11 @@ def load_model(path: str | Path, expect: str | None = None, device: str | torch.
     from safetensors.torch import load_file
 
     path = Path(path)
-    tag, cfg = header(path)
+    tag, cfg = header(path, expect)
     if expect is not None and tag != expect:
-        raise CheckpointError(f"{path} is a {tag} model, not a {expect} one: use it with --checkpoint {tag}=PATH "
-                              f"or give a {expect} checkpoint")
+        name, want = NAMES.get(tag, tag), NAMES.get(expect, expect)
+        raise CheckpointError(f"{path} is a {name} checkpoint, not a {want} one: use it with --checkpoint "
+                              f"{tag}=PATH, or give a {want} checkpoint")
     cls = model_class(tag)
     try:
         model = cls.from_config(cfg)

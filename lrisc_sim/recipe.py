@@ -46,7 +46,8 @@ from typing import Any
 from lrisc_sim.trainer import Data, StageConfig, TrainTask
 
 #: Built-in trainable codecs: name -> their TrainTask (imported lazily).
-TASKS = {"deepjscc": "baselines.deepjscc_task:DeepJSCCTask", "lrisc": "lrisc_sim.lrisc.task:LRISCTask"}
+TASKS = {"deepjscc": "baselines.deepjscc_task:DeepJSCCTask", "lrisc": "lrisc_sim.lrisc.task:LRISCTask",
+         "deepjscc-adaptive": "baselines.deepjscc_adaptive_task:AdaptiveDeepJSCCTask"}
 TASK_GROUP = "lrisc_sim.train_tasks"  # entry points of plugin packages: name -> package.module:TaskClass
 TOP_KEYS = {"name", "codec", "ship", "carry", "model", "data", "defaults", "stages", "description"}
 DATA_KEYS = {"train", "val", "val_crop", "workers"}
@@ -146,6 +147,14 @@ def load_recipe(path: str | Path) -> Recipe:
     model = doc.get("model", {})
     if not isinstance(model, dict):
         raise RecipeError(f"{path}: [model] must be a table of the codec's model options")
+    for key, want in (("ship", "a .safetensors file to write"), ("carry", "a folder")):
+        v = doc.get(key)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise RecipeError(f"{path}: '{key}' must be a path ({want})")
+    if doc.get("ship") and (Path(doc["ship"]).suffix != ".safetensors" or Path(doc["ship"]).is_dir()):
+        raise RecipeError(f"{path}: ship = {doc['ship']!r}: give the .safetensors file the final model is copied to")
+    if doc.get("carry") and Path(doc["carry"]).exists() and not Path(doc["carry"]).is_dir():
+        raise RecipeError(f"{path}: carry = {doc['carry']!r} exists and is not a folder; give a folder")
     return Recipe(path=path, name=name, codec=doc["codec"].strip(), model=model,
                   data=Data([str(t) for t in train], val, vc, workers), stages=parsed,
                   ship=Path(doc["ship"]) if doc.get("ship") else None,
@@ -242,18 +251,28 @@ def run_recipe(path: str | Path, device: str = "cpu", threads: int | None = None
         if _done(export, st.steps) and not (fresh and only in (None, st.name)):
             log(f"stage {st.name}: done ({export})")
             continue
-        init = _init_path(recipe, i, rdir)
         state = rdir / f"{st.name}.state.safetensors"
         carried = recipe.carry / f"{recipe.name}.{st.name}.safetensors" if recipe.carry else None
-        cont = not state.exists() and carried is not None and carried.is_file() and not fresh
+        again = fresh and only in (None, st.name)
+        source = None if again or state.exists() else _continue_source(export, carried)
+        cont = source is not None
         if cont:
-            init = carried  # another machine's latest export of this stage: go on from it
-            log(f"stage {st.name}: continuing the carried export {carried}")
+            init = source  # an export of this stage in progress (another machine's, or this one's without state)
+            log(f"stage {st.name}: continuing the export {source} (no state here)")
+        else:
+            try:
+                init = _init_path(recipe, i, rdir)
+            except RecipeError:
+                if again or not state.exists():
+                    raise
+                init = None  # resuming: the state holds the weights
+        if again and (state.exists() or export.exists()):
+            log(f"stage {st.name}: starting afresh (--fresh): overwriting "
+                f"{', '.join(str(q) for q in (state, export) if q.exists())}")
+        carry = (lambda e, st=st: _carry(recipe, st, e)) if recipe.carry is not None else None
         trainer = Trainer(task, recipe.data, export, state, device, threads, max_minutes,
-                          fresh=fresh and (only in (None, st.name)), card=base, log=log)
+                          fresh=fresh and (only in (None, st.name)), card=base, log=log, on_export=carry)
         card = trainer.fit(st, init, continue_export=cont)
-        if recipe.carry is not None:
-            _carry(recipe, st, export)
         if card.get("status") != "final":
             return card
     if card.get("status") == "final" and only is None:
@@ -283,6 +302,25 @@ def _init_path(recipe: Recipe, i: int, rdir: Path) -> Path | None:
     if not p.is_file():
         raise RecipeError(f"{recipe.path}: stage {recipe.stages[i].name}: init {p} not found")
     return p
+
+
+def _continue_source(export: Path, carried: Path | None) -> Path | None:
+    """The export a stage without its state goes on from: this run's own export (its state was lost) or the
+    carried one, whichever is further along (a card that cannot be read is taken, so that the trainer names it);
+    None when there is neither, and the stage starts from its ``init``."""
+    import json
+
+    have = [p for p in (export, carried) if p is not None and p.is_file()]
+    if len(have) < 2:
+        return have[0] if have else None
+
+    def steps(p: Path) -> float:
+        try:
+            return float(json.loads(p.with_suffix(".json").read_text()).get("steps", -1))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return float("inf")
+
+    return max(have, key=steps)
 
 
 def _carried_stage(recipe: Recipe) -> int | None:

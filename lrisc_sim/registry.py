@@ -40,6 +40,8 @@ CODECS: dict[str, CodecEntry] = {
                    "SoftCast-style linear codec: 2-D DCT chunks, power allocation, LLSE decoding (no training)"),
         CodecEntry("deepjscc", "baselines.deepjscc:make_deepjscc",
                    "DeepJSCC (Bourtsoulatze et al. 2019), CNN analog JSCC; shipped checkpoints per CBR"),
+        CodecEntry("deepjscc-adaptive", "baselines.deepjscc_adaptive:make_deepjscc_adaptive",
+                   "SNR-adaptive DeepJSCC (ADJSCC-style SNR attention modules): one model for every SNR"),
         CodecEntry("bpg-ldpc", "baselines.digital.codecs:make_bpg_ldpc",
                    "BPG (or HEVC-intra) + 5G LDPC + QAM; best-MCS envelope, or ':MCS' for one MCS"),
         CodecEntry("bpg-capacity", "baselines.digital.codecs:make_bpg_capacity",

@@ -213,7 +213,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
         wanted = len(cfg.codecs) * len(cfg.cbr) * len(cfg.snr_db) * cfg.trials * len(items)
         done = wanted - total
         print(f"lrisc-sim: {len(items)} images, codecs {', '.join(cfg.codecs)}, CBR "
-              f"{', '.join(cbr_label(c) for c in cfg.cbr)}, SNR {', '.join(f'{s:g}' for s in cfg.snr_db)} dB, "
+              f"{', '.join(cbr_label(c) for c in cfg.cbr)}, SNR {_values(cfg.snr_db)} dB, "
               f"{cfg.trials} trial(s), channel {channel.describe()}, device {device}"
               + (f"; resuming ({done} of {wanted} rows already done)" if done else ""), file=sys.stderr)
     if executor == "ray":
@@ -240,6 +240,13 @@ def rows_of(df, cfg: SweepConfig):
     keep = (df["codec"].isin(list(cfg.codecs)) & df["cbr_target"].map(lambda v: round(float(v), 12) in cbrs)
             & df["snr_db"].map(lambda v: round(float(v), 9) in snrs) & (df["trial"] < cfg.trials))
     return df[keep].reset_index(drop=True)
+
+
+def _values(vals, most: int = 12) -> str:
+    """``0, 5, 10, 15`` or, for a long grid, ``-100 .. 100 (10001 values)``."""
+    if len(vals) <= most:
+        return ", ".join(f"{v:g}" for v in vals)
+    return f"{min(vals):g} .. {max(vals):g} ({len(vals)} values)"
 
 
 def _run_local(engine: Engine, tasks, table: ResultsTable, total: int, progress: bool) -> None:
@@ -276,7 +283,7 @@ def finish(out: Path, cfg: SweepConfig, channel_desc: str, quiet: bool = False, 
 
 def set_threads(n: int | None) -> None:
     """Torch intra-op threads: default 1 on machines with <= 2 cores (measured faster when the other core is
-    busy, ARCHITECTURE.md section 10.2), else half the cores."""
+    busy, ARCHITECTURE.md section 11.2), else half the cores."""
     import os
 
     if n is None:

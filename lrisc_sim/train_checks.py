@@ -1,13 +1,12 @@
-"""The rules every trainer checks its options against, before any work: one rule per option, one-line errors.
+"""The rules every training option is checked against, before any work: one rule per option, one-line errors.
 
-Both ``lrisc-sim train deepjscc`` and ``lrisc-sim train lrisc`` (and whatever trainer replaces them) call
-:func:`validate_training_args` with their option values under the options' names (``batch_size`` for
-``--batch-size``): a value outside its rule raises :class:`TrainOptionError` (a ``ValueError``, which the CLI
-prints as ``lrisc-sim: error: <message>``) naming the flag, the value and the valid range, e.g.
-``--ema 1.5: must lie in [0, 1) (EMA decay; 0: no EMA)``. The same call checks the device, the folders and files
-the run will write (``--out``, ``--state``, ``--loss-log``) and the folders it will read at the end
-(``--eval-kodak``), so that nothing fails after hours of training. :func:`check_loss` stops a run on a
-non-finite loss, naming the step. Seeds follow the one rule of :func:`channels.realization.check_seed`.
+The trainer checks each recipe stage's values against :data:`RULES` (``StageConfig.check``: e.g. ``ema = 1.5:
+must lie in [0, 1) ...``) and the ``train`` command its own options (:func:`check_option`, ``--max-minutes``,
+``--threads``); :func:`check_device` the device. :func:`validate_training_args` checks a set of values under the
+options' names at once (a :class:`TrainOptionError`, a ``ValueError`` the CLI prints as ``lrisc-sim: error:
+<message>``, naming the flag, the value and the valid range), with the folders and files a run writes and reads.
+:func:`check_loss` stops a run on a non-finite loss, naming the step. Seeds follow the one rule of
+:func:`channels.realization.check_seed`.
 
 >>> validate_training_args({"steps": 10, "ema": 0.999, "t_max_share": 0.25}, device="cpu")
 >>> validate_training_args({"steps": 0}, device="cpu")
@@ -228,5 +227,5 @@ def check_loss(value: float, step: int) -> None:
     anything is saved or exported: :class:`NonFiniteLoss` naming the step."""
     if not math.isfinite(value):
         raise NonFiniteLoss(f"the training loss became {value} at step {step}; nothing of this step was saved (the "
-                            "last saved state is kept): lower --lr or check the options and data, then rerun the "
-                            "command to resume")
+                            "last saved state is kept): lower the stage's lr or check the recipe and data, then "
+                            "rerun the command to resume")

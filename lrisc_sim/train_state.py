@@ -8,7 +8,7 @@ pickle (e.g. an old ``state.pt``) is refused with a one-line :class:`StateError`
 Tensor names: ``model.<param>``, ``ema.<param>``, ``opt.<i>.<key>`` (per-parameter optimizer state, ``i`` the
 parameter's index in the optimizer's ``state_dict``), ``rng.cpu`` (``torch.get_rng_state()``), ``rng.cuda``.
 
-:class:`TrainRun` is the bookkeeping both trainers share around that file: step, elapsed seconds and the
+:class:`TrainRun` is the trainer's bookkeeping around that file: step, elapsed seconds and the
 validation history (the first keys of the JSON meta), the wall clock, the periodic-save and ``--max-minutes``
 timers, CPU-hours and a graceful stop on SIGINT / SIGTERM (:meth:`TrainRun.stop_on_signals`: the loop ends after
 the current step and saves, so an interrupted run loses nothing); :func:`weights_for_export` picks the weights a
@@ -16,7 +16,7 @@ trainer validates and exports (EMA if any), :func:`card_cpu_hours` reads the CPU
 
 A state or card that cannot be used is refused in one line naming the file and the fix (:class:`StateError`):
 a pickle, a corrupt file, metadata without a key the trainer needs or with a value of the wrong kind
-(:func:`check_meta`: e.g. a step that is not a count, or beyond the run's ``--steps``), optimizer groups or an RNG
+(:func:`check_meta`: e.g. a step that is not a count, or beyond the stage's ``steps``), optimizer groups or an RNG
 state that do not fit, a model card that is not a JSON object (:func:`read_card`).
 """
 
@@ -41,8 +41,8 @@ class StateError(ValueError):
     """A training state that cannot be read, with a one-line message saying what to do."""
 
 
-#: the fix the messages about an unusable state give (both trainers take --no-resume)
-AFRESH = "pass --no-resume to start afresh (overwriting it) or delete it"
+#: the fix the messages about an unusable state give (``lrisc-sim train RECIPE.toml --fresh``)
+AFRESH = "run with --fresh to start the stage afresh (overwriting it) or delete it"
 
 #: kinds of meta values :func:`check_meta` knows: a predicate and how to say it
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -69,7 +69,7 @@ def check_meta(meta: Any, path: str | Path, required: dict[str, str] | None = No
                optional: dict[str, str] | None = None, steps: int | None = None) -> dict:
     """Check the JSON meta of state ``path`` before anything is loaded from it: the :data:`CORE_KEYS` and
     ``required`` keys present, these and the ``optional`` ones present of their kind (:data:`KINDS`), and its
-    step not beyond ``steps`` (the run's ``--steps``). Return ``meta``; a one-line :class:`StateError` naming
+    step not beyond ``steps`` (the stage's). Return ``meta``; a one-line :class:`StateError` naming
     the file, the key and the fix otherwise."""
     if not isinstance(meta, dict):
         raise StateError(f"{path}: its metadata is not a JSON object (not a state of this version); {AFRESH}")
@@ -81,8 +81,8 @@ def check_meta(meta: Any, path: str | Path, required: dict[str, str] | None = No
         if key in meta and not ok(meta[key]):
             raise StateError(f"{path}: its '{key}' is {json.dumps(meta[key])[:40]}, not {what}; {AFRESH}")
     if steps is not None and meta["step"] > steps:
-        raise StateError(f"{path} is at step {meta['step']}, beyond --steps {steps}: raise --steps to go on from "
-                         f"it, or {AFRESH}")
+        raise StateError(f"{path} is at step {meta['step']}, beyond the stage's steps = {steps}: raise steps in "
+                         f"the recipe to go on from it, or {AFRESH}")
     return meta
 
 
@@ -212,8 +212,7 @@ def apply_state(path: str | Path, tensors: dict[str, torch.Tensor], doc: dict, m
     try:
         model.load_state_dict(sub("model."))
     except RuntimeError as e:
-        raise StateError(f"{path} belongs to another architecture ({str(e).splitlines()[0]}); use another --out "
-                         f"or delete the state") from None
+        raise StateError(f"{path} belongs to another architecture ({str(e).splitlines()[0]}); {AFRESH}") from None
     ema = {k: v.to(device) for k, v in sub("ema.").items()}
     if optimizer is not None and doc.get("optimizer"):
         try:

@@ -217,15 +217,17 @@ class Trainer:
     state : the resumable state file (outside the work tree).
     device, threads, max_minutes : where and how long; ``fresh`` starts over although a state exists.
     card : fields every card of the run carries (recipe, commit, ...).
+    on_export : called with the export's path after every export (the recipe carries it for committing).
     """
 
     def __init__(self, task: TrainTask, data: Data, export: Path, state: Path, device: str = "cpu",
                  threads: int | None = None, max_minutes: float | None = None, fresh: bool = False,
-                 card: dict | None = None, log=print):
+                 card: dict | None = None, log=print, on_export=None):
         self.task, self.data, self.export, self.state = task, data, Path(export), Path(state)
         self.device_name, self.threads, self.max_minutes, self.fresh = device, threads, max_minutes, fresh
         self.card_base = dict(card or {})
         self.log = log
+        self.on_export = on_export  # called with the export's path after each export (e.g. to carry it)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stage: StageConfig, init: Path | None = None, continue_export: bool = False) -> dict:
@@ -311,10 +313,16 @@ class Trainer:
             run.record(train={k: round(x, 6) for k, x in loss_avg.items()}, val=v)
             return self.write_export(m, stage, run, link)
 
+        if run.step == 0 and not run.history and init is not None and dist.main and val:
+            # the starting point of a stage that begins from other weights: step 0 of its validation curve
+            v0 = self.task.validate(model, val, link, stage, device)
+            run.history.append({"step": 0, "train": {}, "val": v0, "seconds": 0.0,
+                                "cpu_hours": round(run.prior_cpu_hours, 4)})
+            log(f"step 0 ({init}): val {v0}")
         model.train()
         bar = tqdm(total=stage.steps, initial=run.step, desc=f"{self.task.tag} {stage.name}", dynamic_ncols=True,
                    mininterval=1 if sys.stderr.isatty() else 60, disable=not dist.main)
-        with run.stop_on_signals():
+        with bar, run.stop_on_signals():  # the bar is closed on an error too (its line not redrawn after it)
             run.start()
             while run.step < stage.steps:
                 for g in opt.param_groups:
@@ -380,6 +388,8 @@ class Trainer:
                 "threads": self.threads or torch.get_num_threads(), "world": run.world,
                 **self.task.card(model, stage)}
         save_model(model, self.export, card)
+        if self.on_export is not None:
+            self.on_export(self.export)
         return card
 
     def read_card(self) -> dict:

@@ -59,7 +59,7 @@ def qpsk_errors(qpsk, channel: Channel, realization: Realization, k: int, ebno_d
     out = channel(s, esno_db, realization)
     rx = equalize(out, mode)
     y = rx.s_hat / rx.gain  # unbiased estimate of s
-    no = rx.noise_var / rx.gain**2  # [B, k]: Demapper aligns `no` from the right (ARCHITECTURE.md section 10.1)
+    no = rx.noise_var / rx.gain**2  # [B, k]: Demapper aligns `no` from the right (ARCHITECTURE.md section 11.1)
     llr = demapper(y, no)  # ln P(b=1)/P(b=0)
     hard = (llr > 0).float()
     return (hard != bits).float(), out

@@ -1,10 +1,9 @@
-"""DeepJSCC baseline: exact CBR, power, shapes, training, checkpoints, errors."""
+"""DeepJSCC baseline: exact CBR, power, shapes, training through recipes, warm starts, Kodak summary, errors."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -13,13 +12,15 @@ import torch
 
 from baselines.deepjscc import (CHECKPOINT_DIR, DeepJSCC, DeepJSCCCodec, DeepJSCCConfig, DeepJSCCError,
                                 checkpoint_name, default_levels, latent_channels, load_model, make_deepjscc, save_model)
-from baselines.deepjscc_train import TrainConfig, evaluate, parse_snr_range, train, write_summary
+from baselines.deepjscc_eval import add_kodak, evaluate, write_summary
+from baselines.deepjscc_task import warm_start
 from channels.awgn import AWGN
 from channels.base import equalize
 from channels.power import average_power
 from channels.realization import Realization
 from lrisc_sim.codec import Context
 from lrisc_sim.data import pad_to_multiple
+from lrisc_sim.recipe import run_recipe
 
 SMALL = dict(first_width=8, width=8)
 
@@ -126,7 +127,7 @@ def test_missing_checkpoint_message(codec, tmp_path):
     msg = str(e.value)
     assert "\n" not in msg
     assert "no DeepJSCC checkpoint for CBR 1/96" in msg and "have 1/48, 1/16" in msg
-    assert "lrisc-sim train deepjscc --cbr 1/96 --snr 10 --data DIR" in msg
+    assert "lrisc-sim train RECIPE.toml" in msg and 'cbr = "1/96"' in msg
     with pytest.raises(DeepJSCCError, match="cannot give CBR 1/40 exactly"):
         codec.encode(torch.rand(1, 3, 64, 64), 1 / 40)
     with pytest.raises(DeepJSCCError, match="not found"):
@@ -137,53 +138,20 @@ def test_missing_checkpoint_message(codec, tmp_path):
 
 
 def test_snr_range_parsing():
+    from channels.training import parse_snr_range
+
     assert parse_snr_range("10") == (10, 10)
     assert parse_snr_range("0:20") == (0, 20)
-    with pytest.raises(DeepJSCCError, match="bad training SNR"):
+    with pytest.raises(ValueError, match="bad training SNR"):
         parse_snr_range("20:0")
     with pytest.raises(DeepJSCCError, match="bad training SNR"):
         make_deepjscc("ten")
 
 
-def test_short_training_lowers_loss(tmp_path):
-    from PIL import Image
-
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:80, 0:80] / 80.0
-    for i in range(4):  # smooth colour images, easy to learn
-        a = rng.uniform(0.2, 1.0, 3)
-        im = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (a[c] * xx + a[(c + 1) % 3] * yy)) for c in range(3)], -1)
-        Image.fromarray((im * 255).astype(np.uint8)).save(data / f"im{i}.png")
-    cfg = TrainConfig(cbr="1/16", snr="5:15", data=str(data), val="1", steps=60, batch_size=4, crop=32, lr=3e-3,
-                      out=str(tmp_path / "out"), val_every=20, val_crop=64, threads=1, warmup=5,
-                      state=str(tmp_path / "state" / "s.safetensors"), arch=DeepJSCCConfig(**SMALL))
-    card = train(cfg, log=lambda *a: None)
-    hist = card["validation"]["history"]
-    assert [h["step"] for h in hist] == [20, 40, 60]
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert card["training_snr_db"] == [5.0, 15.0] and card["cbr"] == "1/16"
-    assert card["command"].startswith("lrisc-sim train deepjscc --cbr 1/16 --snr 5:15")
-    out = tmp_path / "out" / "deepjscc_cbr1-16_snr5-15.safetensors"
-    assert out.is_file() and out.with_suffix(".json").is_file()
-    # resume from the saved state continues from step 60 without redoing work
-    cfg.steps, cfg.resume = 80, True
-    card2 = train(cfg, log=lambda *a: None)
-    assert [h["step"] for h in card2["validation"]["history"]] == [20, 40, 60, 80]
-    ev = evaluate(out, data, snr_db=10.0)
-    assert ev["n_images"] == 4 and ev["cbr_used"] == [round(1 / 16, 8)]
-    assert 5 < ev["psnr_mean"] < 60
-    table = write_summary(tmp_path / "out").read_text()
-    assert "| 1/16 | 8 | 24 |" in table
-    # the state is gone (a new machine): continue from the exported weights with a fresh optimizer
-    (tmp_path / "state" / "s.safetensors").unlink()
-    cfg.steps = 100
-    msgs = []
-    card3 = train(cfg, log=msgs.append)
-    assert any("fresh optimizer" in m for m in msgs)
-    assert [h["step"] for h in card3["validation"]["history"]] == [20, 40, 60, 80, 100]
-    assert card3["cpu_hours"] >= card2["cpu_hours"]
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def _smooth_images(folder, n=3, size=64):
@@ -199,21 +167,73 @@ def _smooth_images(folder, n=3, size=64):
     return folder
 
 
+def recipe(tmp_path, name, data, cbr="1/16", steps=4, stage="", head="", levels=None, train=None):
+    """A DeepJSCC recipe of a narrow model (8 filters) on 32 x 32 crops."""
+    p = tmp_path / f"{name}.toml"
+    lv = f"levels = {levels}\n" if levels else ""
+    p.write_text(f"""name = "{name}"
+codec = "deepjscc"
+{head}
+[model]
+cbr = "{cbr}"
+{lv}first_width = 8
+width = 8
+[data]
+train = {json.dumps(train or [str(data)])}
+val = 1
+val_crop = 32
+[defaults]
+batch = 2
+crop = 32
+warmup = 1
+lr = 1e-3
+val_every = 2
+[[stages]]
+name = "a"
+steps = {steps}
+{stage}""")
+    return p
+
+
+def test_short_training_lowers_loss_resumes_and_continues_its_export(tmp_path, cache):
+    data = _smooth_images(tmp_path / "data", n=4, size=80)
+    p = recipe(tmp_path, "short", data, steps=60, stage='snr = "5:15"\nlr = 3e-3\nbatch = 4\nval_every = 20\n',
+               head=f'ship = "{tmp_path / "out" / "deepjscc_cbr1-16_snr5-15.safetensors"}"')
+    card = run_recipe(p, threads=1, log=lambda *a: None)
+    hist = card["history"]
+    assert [h["step"] for h in hist] == [20, 40, 60]
+    assert hist[-1]["train"]["loss"] < hist[0]["train"]["loss"]
+    assert card["stage"]["snr"] == "5:15" and card["cbr"] == "1/16" and "SNR uniform in [5, 15] dB" in card["channel"]
+    out = tmp_path / "out" / "deepjscc_cbr1-16_snr5-15.safetensors"
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    ev = evaluate(out, data, snr_db=10.0)
+    assert ev["n_images"] == 4 and ev["cbr_used"] == [round(1 / 16, 8)]
+    assert 5 < ev["psnr_mean"] < 60
+    d, c = card["architecture"]["levels"], DeepJSCCConfig(**card["config"]).channels
+    assert f"| 1/16 | {2 ** d} | {c} | 8/8 |" in write_summary(tmp_path / "out").read_text()
+    # a longer run resumes the state at step 60; without the state, the export is continued, never overwritten
+    p.write_text(p.read_text().replace("steps = 60", "steps = 80"))
+    card2 = run_recipe(p, threads=1, log=lambda *a: None)
+    assert [h["step"] for h in card2["history"]] == [20, 40, 60, 80]
+    (cache / "train" / "short" / "a.state.safetensors").unlink()
+    p.write_text(p.read_text().replace("steps = 80", "steps = 100"))
+    msgs = []
+    card3 = run_recipe(p, threads=1, log=msgs.append)
+    assert any("continuing the export" in m for m in msgs) and any("fresh optimizer" in m for m in msgs)
+    assert [h["step"] for h in card3["history"]] == [20, 40, 60, 80, 100]
+    assert card3["cpu_hours"] >= card2["cpu_hours"]
+
+
 def test_warm_start_loads_the_trunk_and_several_folders(tmp_path):
-    from baselines.deepjscc import load_model
+    from lrisc_sim.trainer import Data
 
     a, b = _smooth_images(tmp_path / "a"), _smooth_images(tmp_path / "b")
-    base = dict(snr="10", data=f"{a},{b}", val="1", steps=4, batch_size=2, crop=32, val_every=4, val_crop=32,
-                threads=1, warmup=2)
-    src = TrainConfig(cbr="1/16", out=str(tmp_path / "o1"), state=str(tmp_path / "s1.safetensors"),
-                      arch=DeepJSCCConfig(**SMALL), **base)
-    card = train(src, log=lambda *a: None)
-    assert card["data"]["train_images"] == 5  # 3 + 3 minus the held-out one of the first folder
-    ckpt = tmp_path / "o1" / "deepjscc_cbr1-16_snr10.safetensors"
-    from baselines.deepjscc_train import warm_start
-
-    msgs = []  # (training refuses --steps 0, so the warm start is checked on its own)
-    m2 = DeepJSCC(DeepJSCCConfig(**{**SMALL, "cbr": "1/32"}))
+    train_paths, val = Data([str(a), str(b)], val=1, val_crop=32).split(8)
+    assert len(train_paths) == 5 and [v[0] for v in val] == ["im2"]  # 3 + 3 minus the held-out one of the first
+    ckpt = tmp_path / "src.safetensors"
+    save_model(DeepJSCC(DeepJSCCConfig(cbr="1/16", levels=3, extra=1, **SMALL)), ckpt)
+    msgs = []
+    m2 = DeepJSCC(DeepJSCCConfig(cbr="1/32", levels=3, extra=1, **SMALL))
     warm_start(m2, ckpt, log=msgs.append)
     line = next(m for m in msgs if m.startswith("warm start"))
     assert "in part (encoder.net." in line and "decoder.net.0." in line  # the c-channel layers differ in shape
@@ -228,9 +248,6 @@ def test_warm_start_loads_the_trunk_and_several_folders(tmp_path):
 def test_warm_start_to_more_channels_keeps_the_decoder(tmp_path):
     """From 1/32 to 1/16 (c 12 -> 24 at the same depth) the new model decodes its first 12 channels exactly as
     the checkpoint does, whatever the new channels carry, and encodes them the same."""
-    from baselines.deepjscc import save_model
-    from baselines.deepjscc_train import warm_start
-
     torch.manual_seed(1)
     src = DeepJSCC(DeepJSCCConfig(cbr="1/32", levels=3, extra=1, **SMALL)).eval()
     path = tmp_path / "src.safetensors"
@@ -248,8 +265,10 @@ def test_warm_start_to_more_channels_keeps_the_decoder(tmp_path):
     assert torch.allclose(dst.decoder(z), src.decoder(z_src), atol=1e-6)
 
 
-def test_pickled_training_state_is_refused_and_never_run(tmp_path):
+def test_pickled_training_state_is_refused_and_never_run(tmp_path, cache):
     import pickle
+
+    from lrisc_sim.train_state import StateError
 
     marker = tmp_path / "ran"
 
@@ -257,13 +276,12 @@ def test_pickled_training_state_is_refused_and_never_run(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    state = tmp_path / "state.safetensors"
+    state = cache / "train" / "evil" / "a.state.safetensors"
+    state.parent.mkdir(parents=True)
     state.write_bytes(pickle.dumps({"model": Evil()}))
-    data = _smooth_images(tmp_path / "d")
-    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=2, batch_size=2, crop=32, val_every=2,
-                      out=str(tmp_path / "o"), state=str(state), resume=True, threads=1, arch=DeepJSCCConfig(**SMALL))
-    with pytest.raises(DeepJSCCError, match="pickle"):
-        train(cfg, log=lambda *a: None)
+    p = recipe(tmp_path, "evil", _smooth_images(tmp_path / "d"), steps=2)
+    with pytest.raises(StateError, match="pickle"):
+        run_recipe(p, threads=1, log=lambda *a: None)
     assert not marker.exists()
 
 
@@ -277,23 +295,20 @@ def test_shipped_checkpoints_found():
 def test_warm_start_from_garbage_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\xff" * 64)
-    data = _smooth_images(tmp_path / "d")
-    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=1, batch_size=2, crop=32, val_every=1,
-                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), init=str(bad), threads=1,
-                      arch=DeepJSCCConfig(**SMALL))
-    with pytest.raises(DeepJSCCError, match="bad.safetensors"):
-        train(cfg, log=lambda *a: None)
+    p = recipe(tmp_path, "garbage", _smooth_images(tmp_path / "d"), steps=1, stage=f'init = "{bad}"\n')
+    with pytest.raises(DeepJSCCError, match="bad.safetensors") as e:
+        run_recipe(p, threads=1, log=lambda *a: None)
+    assert "\n" not in str(e.value)
 
 
 def test_streaming_workers_train_and_shard_the_files(tmp_path):
     from lrisc_sim.data import StreamingCrops, image_paths
 
     data = _smooth_images(tmp_path / "d", n=4)
-    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=3, batch_size=2, crop=32, val_every=3,
-                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), threads=1, workers=1,
-                      arch=DeepJSCCConfig(**SMALL))
-    card = train(cfg, log=lambda *a: None)
-    assert card["steps"] == 3
+    p = recipe(tmp_path, "stream", data, steps=3)
+    p.write_text(p.read_text().replace("val_crop = 32", "val_crop = 32\nworkers = 1"))
+    card = run_recipe(p, threads=1, log=lambda *a: None)
+    assert card["steps"] == 3 and card["status"] == "final"
     # two ranks with one worker each read disjoint halves of the files (constant images tell them apart)
     from PIL import Image
 
@@ -311,49 +326,30 @@ def test_streaming_workers_train_and_shard_the_files(tmp_path):
     assert levels == [{0, 100}, {50, 150}]
 
 
-def test_kodak_curve_in_the_card_and_summary(tmp_path):
-    """--kodak-every N records the evaluation folder's PSNR of the exported weights every N steps."""
+def test_warm_start_from_another_cbr_is_named_with_its_cpu_hours_and_summarised(tmp_path, cache):
+    """A recipe warm-started from another CBR's model names it (and the CPU-hours behind it) in its card, also
+    after a resume; the summary lists each model's start and recipe, its Kodak PSNR (add_kodak) and says whether
+    the Kodak PSNR rises strictly with the CBR."""
     data = _smooth_images(tmp_path / "d")
-    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=4, batch_size=2, crop=32, val_every=2,
-                      out=str(tmp_path / "o"), state=str(tmp_path / "s.safetensors"), threads=1,
-                      arch=DeepJSCCConfig(**SMALL), eval_kodak=str(data), kodak_every=4)
-    card = train(cfg, log=lambda *a: None)
-    hist = card["validation"]["history"]
-    assert "kodak_psnr" not in hist[0] and hist[1]["step"] == 4
-    # the same number as evaluating the exported weights directly (the final evaluation of the same weights)
-    assert hist[1]["kodak_psnr"] == card["kodak"]["psnr_mean"]
-    assert "--kodak-every 4" in card["command"]
-    table = write_summary(tmp_path / "o").read_text()
-    assert f"(Kodak {hist[1]['kodak_psnr']:.2f})" in table
-
-
-def test_resume_keeps_the_warm_start_and_summary_states_recipe_and_order(tmp_path):
-    """A run resumed without --init (from its state, or from its exported weights) still names its warm start;
-    the summary lists each recipe and says whether the Kodak PSNR rises strictly with the CBR."""
-    data = _smooth_images(tmp_path / "d")
-    base = dict(snr="10", data=str(data), val="1", batch_size=2, crop=32, val_every=2, val_crop=32, threads=1,
-                warmup=1)
-    src = TrainConfig(cbr="1/32", out=str(tmp_path / "a"), state=str(tmp_path / "a.safetensors"), steps=2,
-                      arch=DeepJSCCConfig(**SMALL), eval_kodak=str(data), **base)
-    train(src, log=lambda *a: None)
-    ckpt = str(tmp_path / "a" / "deepjscc_cbr1-32_snr10.safetensors")
-    run = dict(cbr="1/16", out=str(tmp_path / "b"), state=str(tmp_path / "b.safetensors"), eval_kodak=str(data),
-               **base)
-    train(TrainConfig(steps=2, init=ckpt, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
-    card = train(TrainConfig(steps=4, resume=True, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
-    assert card["warm_start"] == ckpt and card["steps"] == 4 and f"--init {ckpt}" in card["command"]
-    (tmp_path / "b.safetensors").unlink()  # a new machine: only the committed weights and card
-    card = train(TrainConfig(steps=6, resume=True, arch=DeepJSCCConfig(**SMALL), **run), log=lambda *a: None)
-    assert card["warm_start"] == ckpt and card["steps"] == 6
-    assert card["optimizer"]["schedule_steps"] == [[0, 2], [2, 4], [4, 6]]  # each resume lengthened the cosine
-    for p in (tmp_path / "a").iterdir():
-        shutil.copy(p, tmp_path / "b")
-    text = write_summary(tmp_path / "b").read_text()
-    assert ("| 1/16 | 6 (cosine over 2 from step 0, then 4 from step 2, then 6 from step 4) | 2 x 32^2 | 0.001 -> "
-            "5e-05 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` (the trained 1/32, c-channel layers by "
-            "overlap) |") in text
-    assert "| 1/32 | 2 | 2 x 32^2 |" in text  # one schedule: just the steps
-    k32 = json.loads((tmp_path / "b" / "deepjscc_cbr1-32_snr10.json").read_text())["kodak"]["psnr_mean"]
-    k16 = card["kodak"]["psnr_mean"]
+    ship = tmp_path / "ship"
+    src = ship / "deepjscc_cbr1-32_snr10.safetensors"
+    run_recipe(recipe(tmp_path, "a", data, cbr="1/32", levels=3, steps=2, head=f'ship = "{src}"'), threads=1,
+               log=lambda *a: None)
+    card_a = json.loads(src.with_suffix(".json").read_text())
+    dst = ship / "deepjscc_cbr1-16_snr10.safetensors"
+    p = recipe(tmp_path, "b", data, cbr="1/16", levels=3, steps=4, stage=f'init = "{src}"\n', head=f'ship = "{dst}"')
+    msgs = []
+    card = run_recipe(p, threads=1, max_minutes=0, log=msgs.append)
+    assert card["steps"] == 1 and any("in part" in m for m in msgs)  # the c-channel layers by overlap
+    card = run_recipe(p, threads=1, log=lambda *a: None)  # resumed: the warm start is still named
+    assert card["steps"] == 4 and card["warm_start"] == {"path": str(src), "cpu_hours": card_a["cpu_hours"]}
+    k32, k16 = add_kodak(src, data)["psnr_mean"], add_kodak(dst, data)["psnr_mean"]
+    assert json.loads(dst.with_suffix(".json").read_text())["kodak"]["psnr_mean"] == k16
+    text = write_summary(ship).read_text()
+    assert (f"| 1/16 | awgn | 4 | 2 x 32^2 | 0.001 -> 0.0001 (warm-up 1) | 0.999 | `deepjscc_cbr1-32_snr10.safetensors` "
+            f"(the trained 1/32, c-channel layers by overlap) | `{p}` |") in text
+    assert "| 1/32 | awgn | 2 | 2 x 32^2 |" in text and "| random initialisation |" in text
     verdict = "rises strictly" if k32 < k16 else "does NOT rise strictly"
     assert f"Kodak PSNR at 10 dB {verdict} with the CBR" in text
+    row = next(r for r in text.splitlines() if r.startswith("| 1/16 | 8 |"))
+    assert f"{card['cpu_hours'] + card_a['cpu_hours']:.2f}" in row  # the warm start's CPU-hours counted

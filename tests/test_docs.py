@@ -34,19 +34,19 @@ def test_docs_quote_their_sources():
 
 
 def test_facts_follow_their_sources(tmp_path, monkeypatch):
+    from lrisc_sim.lrisc.codec import DEFAULT_STEPS
+
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "lrisc_sim" / "checkpoints" / "lrisc").mkdir(parents=True)
-    (tmp_path / "lrisc_sim" / "checkpoints" / "lrisc" / "lrisc_small.json").write_text(
-        json.dumps({"config": {"diffusion": {"steps": 3}}}))
     monkeypatch.setattr(docfacts, "ROOT", tmp_path)
     assert docfacts.value("lrisc_decode_s") == docfacts.NOT_MEASURED
     assert docfacts.value("fig_time:fig4_snr") == docfacts.NOT_MEASURED
     (tmp_path / "benchmarks" / "results" / "lrisc_decode_time.md").write_text(
         "| checkpoint | U-Net | steps | encode | total |\n|---|---|---:|---:|---:|\n"
-        "| shipped | patch 4 | 1 | 0.2 | **0.66** |\n| shipped | patch 4 | 3 | 0.2 | **1.234** |\n")
+        f"| shipped | patch 4 | {DEFAULT_STEPS + 1} | 0.2 | **0.66** |\n"
+        f"| shipped | patch 4 | {DEFAULT_STEPS} | 0.2 | **1.234** |\n")
     (tmp_path / "benchmarks" / "results" / "figure_times.json").write_text(
         json.dumps({"fig4_snr": {"wall_s": 390.0, "threads": 2}}))
-    assert docfacts.value("lrisc_steps") == "3"
+    assert docfacts.value("lrisc_steps") == str(DEFAULT_STEPS)
     assert docfacts.value("lrisc_decode_s") == "1.23 s"
     assert docfacts.value("fig_time:fig4_snr") == "6.5 min on 2 threads"
     doc = "LRISC takes <!-- fact lrisc_decode_s -->9 s<!-- /fact --> per point."

@@ -1,4 +1,5 @@
-"""The GPU check script's row comparison (the script itself needs a GPU; its logic is checked here)."""
+"""The GPU check script's row comparison and training recipes (the script itself needs a GPU; its logic is checked
+here)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def test_compare_reports_missing_rows(tmp_path):
     b = _write(tmp_path / "b", [_row("lrisc", "x", 20.0, 0.4)])
     r = gc.compare(a, b)
     assert not r["same_rows"] and r["missing"] == [["lrisc", "1/48", 10.0, 0, "y"]]
+
+
+def test_the_training_recipes_are_valid_for_their_tasks(tmp_path):
+    """The recipes the script trains on the GPU parse, and their model and stage options fit their tasks."""
+    from lrisc_sim.recipe import load_recipe, task_class
+
+    gc = _module()
+    for codec in ("deepjscc", "lrisc"):
+        p = tmp_path / f"{codec}.toml"
+        p.write_text(gc.train_recipe(codec, tmp_path, 40))
+        r = load_recipe(p)
+        assert r.codec == codec and r.stages[0].steps == 40 and r.stages[0].val_every == 40
+        task = task_class(r.codec)(**r.model)
+        task.check_options(r.stages[0])

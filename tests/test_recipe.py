@@ -136,6 +136,7 @@ eta = 0.0
 """
     card = run_recipe(recipe(tmp_path, text), threads=1)
     assert card["status"] == "final" and card["modules"] == "all"
+    assert card["history"][0]["step"] == 0  # a stage from other weights records its starting point
     assert 0 < card["validation"]["cbr_total"] <= 1 / 48 + 1e-9
     shipped = tmp_path / "ship" / "lrisc_tiny.safetensors"
     from lrisc_sim.lrisc.codec import make_lrisc

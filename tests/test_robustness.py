@@ -88,16 +88,26 @@ def _train_folder(tmp_path, n=3, size=40):
 
 
 # ------------------------------------------------------------------------------------------------ 1. security
+def _recipe(tmp_path, data, init=None, codec="lrisc", name="r"):
+    """A one-stage recipe of a tiny model on ``data`` (its state lives in $LRISC_SIM_CACHE/train/NAME/s.*)."""
+    model = 'preset = "tiny"' if codec == "lrisc" else 'cbr = "1/16"\nlevels = 2\nwidth = 8\nfirst_width = 8'
+    extra = "lpips = false\nmodules = \"source\"\n" if codec == "lrisc" else ""
+    p = tmp_path / f"{name}.toml"
+    p.write_text(f'name = "{name}"\ncodec = "{codec}"\n[model]\n{model}\n[data]\ntrain = ["{data}"]\nval = 1\n'
+                 f'val_crop = 32\n[[stages]]\nname = "s"\nsteps = 1\nbatch = 2\ncrop = 32\n{extra}'
+                 + (f'init = "{init}"\n' if init else ""))
+    return p
+
+
 @pytest.mark.parametrize("kind", ["pickle", "torch.save"])
-@pytest.mark.parametrize("name", ["state.pt", "state.safetensors"])
-def test_malicious_lrisc_training_state_runs_nothing(tmp_path, capsys, kind, name):
+def test_malicious_training_state_runs_nothing(tmp_path, capsys, kind, monkeypatch):
+    monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
     data, marker = malicious(tmp_path, kind)
-    out = tmp_path / "run"
-    (out / "stage1").mkdir(parents=True)
-    (out / "stage1" / name).write_bytes(data)
-    rc = main(["train", "lrisc", "--stage", "1", "--preset", "tiny", "--data", str(_train_folder(tmp_path)),
-               "--val", "1", "--out", str(out), "--no-lpips", "--threads", "1", "--steps", "1"])
-    one_line_error(capsys, rc, str(out / "stage1" / name), "pickle", "never loaded")
+    state = tmp_path / "cache" / "train" / "r" / "s.state.safetensors"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(data)
+    rc = main(["train", str(_recipe(tmp_path, _train_folder(tmp_path))), "--threads", "1"])
+    one_line_error(capsys, rc, str(state), "pickle", "never loaded")
     assert not marker.exists()
 
 
@@ -117,14 +127,12 @@ def test_malicious_files_anywhere_the_program_reads_run_nothing(tmp_path, folder
             one_line_error(capsys, rc, str(f), "never loaded")
             rc = main(["transmit", str(img), "--codec", codec, "--checkpoint", str(f), "--out", str(tmp_path / "t")])
             one_line_error(capsys, rc, str(f), "never loaded")
-        # the previous stage's weights that a later LRISC stage starts from
-        rc = main(["train", "lrisc", "--stage", "2", "--preset", "tiny", "--data", str(train), "--val", "1",
-                   "--init", str(f), "--out", str(tmp_path / "tr"), "--no-lpips", "--steps", "1"])
-        one_line_error(capsys, rc, str(f), "never loaded")
-        # DeepJSCC's training state
-        rc = main(["train", "deepjscc", "--cbr", "1/16", "--data", str(folder), "--val", "1", "--steps", "1",
-                   "--out", str(tmp_path / "dj"), "--state", str(f), "--resume"])
-        one_line_error(capsys, rc, str(f))
+        # the weights a training stage starts from (LRISC and DeepJSCC)
+        monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
+        for codec in ("lrisc", "deepjscc"):
+            rc = main(["train", str(_recipe(tmp_path, train, init=f, codec=codec, name=f"i_{codec}")),
+                       "--threads", "1"])
+            one_line_error(capsys, rc, str(f), "never loaded")
     # an experiment file, a sweep folder's config.json and results.csv, an image, the LPIPS weights
     toml = tmp_path / "evil.toml"
     toml.write_bytes(data)
@@ -385,7 +393,7 @@ def test_checkpoint_files_of_the_wrong_kind(folder, tmp_path, capsys):
     dj = ROOT / "lrisc_sim" / "checkpoints" / "deepjscc" / "deepjscc_cbr1-48_snr10.safetensors"
     lr = ROOT / "lrisc_sim" / "checkpoints" / "lrisc" / "lrisc_small.safetensors"
     cases = [("lrisc", garbage, "not a readable LRISC checkpoint"),
-             ("lrisc", dj, "looks like a DeepJSCC checkpoint: use it with --checkpoint deepjscc=PATH"),
+             ("lrisc", dj, "is a DeepJSCC checkpoint, not a LRISC one: use it with --checkpoint deepjscc=PATH"),
              ("deepjscc", garbage, "not a readable DeepJSCC checkpoint"),
              ("deepjscc", lr, "is an LRISC checkpoint, not a DeepJSCC one")]
     for codec, ck, msg in cases:
@@ -411,7 +419,7 @@ def test_checkpoint_files_of_the_wrong_kind(folder, tmp_path, capsys):
     (["run", "{toml}", "--threads", "0"], ["--threads 0"]),
     (["run", "{bintoml}"], ["{bintoml}", "not a text file"]),
     (["metrics", "{bomb}", "{bomb}"], ["{bomb}", "decompression bomb", "400000000 pixels", "downscale"]),
-    (["train", "lrisc", "--stage", "1", "--data", "{folder}", "--threads", "0"], ["--threads 0"]),
+    (["train", "{toml}", "--threads", "0"], ["--threads 0"]),
 ])
 def test_vague_messages_are_one_line_with_the_fix(args, needles, folder, tmp_path, capsys):
     toml = tmp_path / "e.toml"

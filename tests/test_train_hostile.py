@@ -1,14 +1,14 @@
-"""Both trainers refuse nonsense before any work, refuse states and cards they cannot use, stop on a non-finite
-loss, and never start afresh over saved work without --no-resume (hostile cases tr_dj_*, tr_lr_*; issue 29)."""
+"""`lrisc-sim train RECIPE.toml` refuses nonsense before any work, refuses states and cards it cannot use, stops
+on a non-finite loss, and never starts afresh over saved work without --fresh (hostile cases tr_dj_*, tr_lr_*
+of issue 29, ported from the two old trainers' flags to recipe keys and the command's options)."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import shutil
 import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
+from baselines.deepjscc_task import DeepJSCCTask
 from lrisc_sim.cli import main
 from lrisc_sim.train_checks import RULES, NonFiniteLoss, Rule, TrainOptionError, check_loss, validate_training_args
 from lrisc_sim.train_state import read_state
 
 torch.set_num_threads(1)
-NAME = "deepjscc_cbr1-16_snr10"
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +33,67 @@ def data(tmp_path_factory) -> Path:
     return d
 
 
-def dj(data: Path, tmp: Path, *extra: str) -> list[str]:
-    """A one-step DeepJSCC run of a narrow model on 32 x 32 crops."""
-    return ["train", "deepjscc", "--cbr", "1/16", "--data", str(data), "--val", "1", "--steps", "1",
-            "--batch-size", "2", "--crop", "32", "--width", "8,8", "--val-every", "1", "--threads", "1",
-            "--out", str(tmp / "dj"), "--state", str(tmp / "st.safetensors"), *extra]
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
-def lr(data: Path, tmp: Path, *extra: str) -> list[str]:
+def dj(tmp: Path, data: Path, stage: str = "", model: str = "", head: str = "", steps: int = 1,
+       codec: str = "deepjscc") -> Path:
+    """A DeepJSCC recipe of a narrow model (d = 4) on 32 x 32 crops, one step by default."""
+    p = tmp / "dj.toml"
+    p.write_text(f"""name = "dj"
+codec = "{codec}"
+{head}
+[model]
+cbr = "1/16"
+width = 8
+first_width = 8
+{model}
+[data]
+train = ["{data}"]
+val = 1
+val_crop = 32
+[defaults]
+batch = 2
+crop = 32
+val_every = 1
+[[stages]]
+name = "a"
+steps = {steps}
+{stage}
+""")
+    return p
+
+
+def lr(tmp: Path, data: Path, stage: str = "") -> Path:
     """A one-step LRISC stage 1 of the tiny preset."""
-    return ["train", "lrisc", "--stage", "1", "--preset", "tiny", "--data", str(data), "--val", "1", "--steps", "1",
-            "--no-lpips", "--threads", "1", "--val-steps", "1", "--crop", "32", "--batch-size", "2",
-            "--out", str(tmp / "lr"), *extra]
+    p = tmp / "lr.toml"
+    p.write_text(f"""name = "lr"
+codec = "lrisc"
+[model]
+preset = "tiny"
+[data]
+train = ["{data}"]
+val = 1
+val_crop = 32
+[defaults]
+modules = "source"
+batch = 2
+crop = 32
+lpips = false
+val_steps = 1
+[[stages]]
+name = "s1"
+steps = 1
+{stage}
+""")
+    return p
+
+
+def train(recipe: Path, *extra: str) -> int:
+    return main(["train", str(recipe), "--threads", "1", *extra])
 
 
 def one_line(capsys, rc: int, *parts: str) -> str:
@@ -54,7 +103,7 @@ def one_line(capsys, rc: int, *parts: str) -> str:
     if "lrisc-sim: error" in err:
         err = err[err.index("lrisc-sim: error"):]
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("lrisc-sim: error: --") or err.startswith("lrisc-sim: error: /"), err
+    assert err.startswith("lrisc-sim: error: "), err
     for p in parts:
         assert p in err, (p, err)
     return err
@@ -62,75 +111,61 @@ def one_line(capsys, rc: int, *parts: str) -> str:
 
 # ------------------------------------------------------------------ options: refused before any work
 
-def _file(tmp: Path) -> str:
-    (tmp / "f").write_text("x")
-    return str(tmp / "f")
-
-
-def _folder(tmp: Path) -> str:
-    (tmp / "d").mkdir()
-    return str(tmp / "d")
-
-
-OPTION_CASES = [  # (case, trainer, extra args (callables get tmp), what the message must say)
-    ("tr_dj_steps0", dj, ["--steps", "0"], ["--steps 0", "integer >= 1"]),
-    ("tr_dj_steps_neg", dj, ["--steps", "-5"], ["--steps -5", "integer >= 1"]),
-    ("tr_dj_bs0", dj, ["--batch-size", "0"], ["--batch-size 0", "integer >= 1"]),
-    ("tr_dj_crop0", dj, ["--crop", "0"], ["--crop 0", "integer >= 1"]),
-    ("tr_dj_crop_odd", dj, ["--crop", "30"], ["--crop 30", "multiple of the downsampling factor 4"]),
-    ("tr_dj_snr_nan", dj, ["--snr", "nan"], ["--snr nan", "[-100, 100]"]),
-    ("tr_dj_snr_inf", dj, ["--snr", "0:inf"], ["--snr 0:inf", "[-100, 100]"]),
-    ("tr_dj_lr_nan", dj, ["--lr", "nan"], ["--lr nan", "(0, 1]"]),
-    ("tr_dj_lr_neg", dj, ["--lr", "-0.1"], ["--lr -0.1", "(0, 1]"]),
-    ("tr_dj_ema_gt1", dj, ["--ema", "1.5"], ["--ema 1.5", "[0, 1)"]),
-    ("tr_dj_ema_1", dj, ["--ema", "1"], ["--ema 1.0", "[0, 1)"]),
-    ("tr_dj_val_every0", dj, ["--val-every", "0"], ["--val-every 0", "integer >= 1"]),
-    ("tr_dj_extra_neg", dj, ["--extra", "-1"], ["--extra -1", "integer >= 0"]),
-    ("tr_dj_minutes_neg", dj, ["--max-minutes", "-1"], ["--max-minutes -1.0", ">= 0"]),
-    ("tr_dj_seed_neg", dj, ["--seed", "-1"], ["--seed -1", "0..4294967295"]),
-    ("tr_dj_tpu", dj, ["--device", "tpu"], ["--device tpu", "cpu, cuda or cuda:N"]),
-    ("tr_dj_out_file", dj, ["--out", _file], ["--out", "exists and is not a folder"]),
-    ("tr_dj_state_dir", dj, ["--state", _folder], ["--state", "is a folder; give a file path"]),
-    ("tr_dj_losslog_dir", dj, ["--loss-log", _folder], ["--loss-log", "is a folder"]),
-    ("tr_dj_evalkodak_missing", dj, ["--eval-kodak", "/nonexistent"], ["--eval-kodak /nonexistent", "no such folder"]),
-    ("tr_dj_resume_and_no", dj, ["--resume", "--no-resume"], ["--resume and --no-resume"]),
-    ("tr_lr_steps0", lr, ["--steps", "0"], ["--steps 0", "integer >= 1"]),
-    ("tr_lr_bs0", lr, ["--batch-size", "0"], ["--batch-size 0", "integer >= 1"]),
-    ("tr_lr_val_every0", lr, ["--val-every", "0"], ["--val-every 0", "integer >= 1"]),
-    ("tr_lr_ema_gt1", lr, ["--ema", "2"], ["--ema 2.0", "[0, 1)"]),
-    ("tr_lr_tmax2", lr, ["--t-max-share", "2"], ["--t-max-share 2.0", "[0, 1]"]),
-    ("tr_lr_eta_neg", lr, ["--eta", "-0.5"], ["--eta -0.5", "[0, 1]"]),
-    ("tr_lr_lr_inf", lr, ["--lr", "inf"], ["--lr inf", "(0, 1]"]),
-    ("tr_lr_minutes_neg", lr, ["--max-minutes", "-1"], ["--max-minutes -1.0", ">= 0"]),
-    ("tr_lr_save_minutes0", lr, ["--save-minutes", "0"], ["--save-minutes 0.0", "> 0"]),
-    ("tr_lr_seed_2p32", lr, ["--seed", "4294967296"], ["--seed 4294967296", "0..4294967295"]),
-    ("tr_lr_tpu", lr, ["--device", "tpu"], ["--device tpu", "cpu, cuda or cuda:N"]),
-    ("tr_lr_out_file", lr, ["--out", _file], ["--out", "exists and is not a folder"]),
-    ("tr_lr_resume_and_no", lr, ["--resume", "--no-resume"], ["--resume and --no-resume"]),
-    ("tr_lr_lam_start_no_lam", lr, ["--lam", "0", "--lam-start", "0.1", "--lam-ramp", "0.5"], ["--lam 0", "> 0"]),
+OPTION_CASES = [  # (case, recipe, its stage / model lines or command options, what the message must say)
+    ("tr_dj_steps0", dj, {"steps": 0}, ["steps = 0", "integer >= 1"]),
+    ("tr_dj_steps_neg", dj, {"steps": -5}, ["steps = -5", "integer >= 1"]),
+    ("tr_dj_bs0", dj, {"stage": "batch = 0"}, ["batch = 0", "integer >= 1"]),
+    ("tr_dj_crop0", dj, {"stage": "crop = 0"}, ["crop = 0", "integer >= 1"]),
+    ("tr_dj_crop_odd", dj, {"stage": "crop = 30"}, ["crop 30 must be a multiple of 4"]),
+    ("tr_dj_snr_nan", dj, {"stage": 'snr = "nan"'}, ["bad training SNR 'nan'"]),
+    ("tr_dj_snr_inf", dj, {"stage": 'snr = "0:inf"'}, ["bad training SNR '0:inf'", "finite"]),
+    ("tr_dj_lr_nan", dj, {"stage": "lr = nan"}, ["lr = nan", "(0, 1]"]),
+    ("tr_dj_lr_neg", dj, {"stage": "lr = -0.1"}, ["lr = -0.1", "(0, 1]"]),
+    ("tr_dj_ema_gt1", dj, {"stage": "ema = 1.5"}, ["ema = 1.5", "[0, 1)"]),
+    ("tr_dj_ema_1", dj, {"stage": "ema = 1.0"}, ["ema = 1.0", "[0, 1)"]),
+    ("tr_dj_val_every0", dj, {"stage": "val_every = 0"}, ["val_every = 0", "integer >= 1"]),
+    ("tr_dj_extra_neg", dj, {"model": "extra = -1"}, ["extra = -1", "0..8"]),
+    ("tr_dj_seed_neg", dj, {"stage": "seed = -1"}, ["seed = -1", "0 .. 2^32 - 1"]),
+    ("tr_dj_seed_2p32", dj, {"stage": "seed = 4294967296"}, ["seed = 4294967296", "0 .. 2^32 - 1"]),
+    ("tr_dj_save_minutes0", dj, {"stage": "save_minutes = 0"}, ["save_minutes = 0", "> 0"]),
+    ("tr_dj_channel", dj, {"stage": 'channel = "warp"'}, ["warp"]),
+    ("tr_dj_equalizer", dj, {"stage": 'equalizer = "perfect"'}, ["equalizer = 'perfect'", "mmse or zf"]),
+    ("tr_dj_unknown_option", dj, {"stage": "width_mult = 2"}, ["width_mult", "unknown deepjscc stage option"]),
+    ("tr_dj_data_missing", dj, {"data": "/nonexistent"}, ["/nonexistent", "no such folder"]),
+    ("tr_dj_ship_dir", dj, {"head": lambda t: f'ship = "{t}"'}, ["ship =", ".safetensors file"]),
+    ("tr_dj_carry_file", dj, {"head": lambda t: f'carry = "{t / "dj.toml"}"'}, ["carry =", "not a folder"]),
+    ("tr_dj_init_missing", dj, {"stage": 'init = "/nonexistent.safetensors"'}, ["init /nonexistent", "not found"]),
+    ("tr_dj_minutes_neg", dj, {"cli": ["--max-minutes", "-1"]}, ["--max-minutes -1.0", ">= 0"]),
+    ("tr_dj_threads0", dj, {"cli": ["--threads", "0"]}, ["--threads 0"]),
+    ("tr_dj_tpu", dj, {"cli": ["--device", "tpu"]}, ["--device tpu", "cpu, cuda or cuda:N"]),
+    ("tr_dj_no_stage", dj, {"cli": ["--stage", "zz"]}, ["no stage 'zz'", "stages: a"]),
+    ("tr_lr_tmax2", lr, {"stage": "t_max_share = 2"}, ["t_max_share = 2", "0..1"]),
+    ("tr_lr_eta_neg", lr, {"stage": "eta = -0.5"}, ["eta = -0.5", "0..1"]),
+    ("tr_lr_lr_inf", lr, {"stage": "lr = inf"}, ["lr = inf", "(0, 1]"]),
+    ("tr_lr_modules", lr, {"stage": 'modules = "g_e"'}, ["modules = 'g_e'", "source, jscc or all"]),
+    ("tr_lr_lam_start_no_lam", lr, {"stage": "lam = 0\nlam_start = 0.1\nlam_ramp = 0.5"}, ["lam_start", "lam > 0"]),
+    ("tr_lr_tpu", lr, {"cli": ["--device", "tpu"]}, ["--device tpu", "cpu, cuda or cuda:N"]),
 ]
 
 
-@pytest.mark.parametrize("case,trainer,extra,says", OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
-def test_nonsense_options_are_refused_in_one_line_before_any_work(case, trainer, extra, says, data, tmp_path,
-                                                                   capsys):
-    args = [a(tmp_path) if callable(a) else a for a in extra]
-    before = sorted(p.name for p in tmp_path.iterdir())
-    rc = main(trainer(data, tmp_path, *args))
-    one_line(capsys, rc, *says)
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written: no state, export, run folder
+@pytest.mark.parametrize("case,recipe,edit,says", OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_nonsense_is_refused_in_one_line_before_any_work(case, recipe, edit, says, data, tmp_path, cache, capsys):
+    kw = {k: (v(tmp_path) if callable(v) else v) for k, v in edit.items() if k in ("stage", "model", "head", "steps")}
+    p = recipe(tmp_path, Path(edit["data"]) if "data" in edit else data, **kw)
+    one_line(capsys, train(p, *edit.get("cli", [])), *says)
+    assert not list(cache.rglob("*.safetensors"))  # nothing written: no state, no export
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_refused_naming_the_fix(device, data, tmp_path, capsys):  # tr_dj_cuda
-    for trainer in (dj, lr):
-        one_line(capsys, main(trainer(data, tmp_path, "--device", device)), f"--device {device}", "no CUDA GPU",
+    for recipe in (dj, lr):
+        one_line(capsys, train(recipe(tmp_path, data), "--device", device), f"--device {device}", "no CUDA GPU",
                  "use --device cpu")
 
 
 def test_the_rules_are_one_table_with_stated_ranges():
-    """One rule per option, shared by both trainers; each message states the range it checks."""
+    """One rule per option; each message states the range it checks."""
     assert Rule("int", 1).describe() == "must be an integer >= 1"
     assert Rule("float", 0, 1, hi_open=True).describe() == "must lie in [0, 1)"
     assert Rule("float", 0, 1, lo_open=True).describe() == "must lie in (0, 1]"
@@ -144,19 +179,19 @@ def test_the_rules_are_one_table_with_stated_ranges():
     assert RULES["ema"].ok(0.999) and not RULES["ema"].ok(float("inf"))
 
 
-def test_a_non_finite_loss_stops_naming_the_step(data, tmp_path, monkeypatch, capsys):
-    """DeepJSCC stops at the first NaN loss (it exported NaN weights as 'final' before), nothing exported."""
+def test_a_non_finite_loss_stops_naming_the_step(data, tmp_path, cache, monkeypatch, capsys):
+    """DeepJSCC stops at the first NaN loss (the old trainer exported NaN weights as 'final'), nothing exported."""
     with pytest.raises(NonFiniteLoss, match="at step 3"):
         check_loss(float("inf"), 3)
     check_loss(0.5, 3)
     from baselines import deepjscc
 
-    forward = deepjscc.DeepJSCC.forward
-    monkeypatch.setattr(deepjscc.DeepJSCC, "forward", lambda self, *a, **k: forward(self, *a, **k) * float("nan"))
-    rc = main(dj(data, tmp_path, "--steps", "3"))
+    decode = deepjscc.DeepJSCC.decode
+    monkeypatch.setattr(deepjscc.DeepJSCC, "decode", lambda self, *a, **k: decode(self, *a, **k) * float("nan"))
+    rc = train(dj(tmp_path, data, steps=3))
     err = capsys.readouterr().err.strip().splitlines()[-1]  # the last line: the progress bar was closed before
     assert rc == 2 and err.startswith("lrisc-sim: error: the training loss became nan at step 1;"), err
-    assert not (tmp_path / "dj" / f"{NAME}.safetensors").exists() and not (tmp_path / "st.safetensors").exists()
+    assert not list(cache.rglob("*.safetensors"))
 
 
 # ------------------------------------------------------------------ states and cards it cannot use
@@ -177,173 +212,120 @@ def _set_meta(key, value):
 
 
 STATE_CASES = [
-    ("tr_dj_resume_meta_step", dict(doc_fn=_set_meta("step", "abc")), ["its 'step' is \"abc\"", "--no-resume"]),
-    ("tr_dj_resume_meta_neg", dict(doc_fn=_set_meta("step", 10**9)),
-     ["at step 1000000000, beyond --steps 2", "raise --steps", "--no-resume"]),
-    ("tr_dj_resume_meta_nostep", dict(doc_fn=lambda d: d["meta"].pop("history")), ["lacks 'history'"]),
+    ("tr_dj_resume_meta_step", dict(doc_fn=_set_meta("step", "abc")), ["its 'step' is \"abc\"", "--fresh"]),
+    ("tr_dj_resume_meta_big", dict(doc_fn=_set_meta("step", 10**9)),
+     ["at step 1000000000, beyond the stage's steps = 2", "raise steps in the recipe", "--fresh"]),
+    ("tr_dj_resume_meta_nohistory", dict(doc_fn=lambda d: d["meta"].pop("history")), ["lacks 'history'"]),
+    ("tr_dj_resume_meta_noloss", dict(doc_fn=lambda d: d["meta"].pop("loss_avg")), ["lacks 'loss_avg'", "--fresh"]),
+    ("tr_dj_resume_meta_loss_x", dict(doc_fn=_set_meta("loss_avg", "x")), ["'loss_avg'", "JSON object of numbers"]),
+    ("tr_dj_resume_meta_stage", dict(doc_fn=_set_meta("stage", "b")), ["state of stage b, not a", "--fresh"]),
     ("tr_dj_resume_meta_pg", dict(doc_fn=lambda d: d["optimizer"].__setitem__("param_groups", [{"x": 1}, 7])),
-     ["optimizer state does not fit", "--no-resume"]),
-    ("tr_dj_resume_meta_sched", dict(doc_fn=_set_meta("schedule", "soon")), ["'schedule'", "[step, steps] pairs"]),
+     ["optimizer state does not fit", "--fresh"]),
     ("tr_dj_resume_rng", dict(tensor_fn=lambda t: t.__setitem__("rng.cpu", torch.zeros(10, dtype=torch.uint8))),
-     ["RNG state does not fit", "--no-resume"]),
+     ["RNG state does not fit", "--fresh"]),
 ]
 
 
-@pytest.fixture(scope="module")
-def dj_run(data, tmp_path_factory) -> Path:
-    """A finished one-step DeepJSCC run: its folder holds st.safetensors and dj/NAME.{safetensors,json}."""
-    tmp = tmp_path_factory.mktemp("dj_run")
-    assert main(dj(data, tmp)) == 0
-    return tmp
-
-
-def _copy_run(src: Path, dst: Path) -> None:
-    import shutil
-
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-
-
 @pytest.mark.parametrize("case,edit,says", STATE_CASES, ids=[c[0] for c in STATE_CASES])
-def test_states_it_cannot_use_are_refused_naming_the_file(case, edit, says, data, dj_run, tmp_path, capsys):
-    _copy_run(dj_run, tmp_path)
-    state = tmp_path / "st.safetensors"
+def test_states_it_cannot_use_are_refused_naming_the_file(case, edit, says, data, tmp_path, cache, capsys):
+    assert train(dj(tmp_path, data)) == 0
+    state = cache / "train" / "dj" / "a.state.safetensors"
     _edit_state(state, **edit)
     kept = state.read_bytes()
-    one_line(capsys, main(dj(data, tmp_path, "--steps", "2")), str(state), *says)
+    one_line(capsys, train(dj(tmp_path, data, steps=2)), str(state), *says)
     assert state.read_bytes() == kept  # left as it was
 
 
-def test_a_garbage_card_beside_the_exported_weights_is_named(data, dj_run, tmp_path, capsys):
-    """tr_dj_resume_card_garbage: no state, the export's JSON card is garbage."""
-    _copy_run(dj_run, tmp_path)
-    (tmp_path / "st.safetensors").unlink()
-    card = tmp_path / "dj" / f"{NAME}.json"
-    for garbage in ("{'steps': 1,", "[1, 2]", '{"steps": "many"}', '{"validation": 3}'):
+def _carried(tmp: Path, data: Path, cache: Path) -> tuple[Path, Path]:
+    """A recipe stopped after its first of two steps on one machine, its export carried; then a new machine."""
+    p = dj(tmp, data, steps=2, head=f'carry = "{tmp / "carry"}"')
+    assert train(p, "--max-minutes", "0") == 0
+    shutil.rmtree(cache)
+    return p, tmp / "carry" / "dj.a.json"
+
+
+def test_a_garbage_card_of_a_carried_export_is_named(data, tmp_path, cache, capsys):
+    """tr_dj_resume_card_garbage: no state, the carried export's JSON card is garbage or of another stage."""
+    p, card = _carried(tmp_path, data, cache)
+    for garbage, says in (("{'steps': 1,", "not a JSON model card"), ("[1, 2]", "not a JSON model card"),
+                          ('{"steps": "many"}', "not an export of stage a"),
+                          ('{"stage": {"name": "b"}, "history": [], "steps": 1}', "not an export of stage a")):
         card.write_text(garbage)
-        for extra in ([], ["--resume"]):
-            one_line(capsys, main(dj(data, tmp_path, "--steps", "2", *extra)), str(card), "--no-resume")
+        one_line(capsys, train(p), str(card).replace(".json", ""), says, "delete it")
         assert card.read_text() == garbage
 
 
-def test_lrisc_state_without_its_loss_averages_is_named(data, tmp_path, capsys):  # tr_lr_resume_noema
-    assert main(lr(data, tmp_path)) == 0
-    state = tmp_path / "lr" / "stage1" / "state.safetensors"
-    _edit_state(state, doc_fn=lambda d: d["meta"].pop("ema"))
-    one_line(capsys, main(lr(data, tmp_path, "--steps", "2")), str(state), "lacks 'ema'", "--no-resume")
-    _edit_state(state, doc_fn=_set_meta("ema", "x"))
-    one_line(capsys, main(lr(data, tmp_path, "--steps", "2")), str(state), "'ema'", "JSON object of numbers")
-    _edit_state(state, doc_fn=_set_meta("ema", {"loss": 1.0}))
-    assert main(lr(data, tmp_path, "--steps", "2")) == 0  # repaired: it resumes
-
-
-def test_lrisc_continue_from_with_a_pickle_state_here_is_refused(data, tmp_path, capsys):
+def test_a_pickle_state_beside_a_carried_export_is_refused(data, tmp_path, cache, capsys):
     """tr_lr_continue_state_pickle: the state here is read with the pickle check like every other loader."""
-    assert main(lr(data, tmp_path / "a")) == 0
-    export = tmp_path / "a" / "lr" / "stage1" / "export.safetensors"
+    p, _ = _carried(tmp_path, data, cache)
     marker = tmp_path / "ran"
 
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    state = tmp_path / "lr" / "stage1" / "state.safetensors"
+    state = cache / "train" / "dj" / "a.state.safetensors"
     state.parent.mkdir(parents=True)
     state.write_bytes(pickle.dumps({"meta": Evil()}))
-    one_line(capsys, main(lr(data, tmp_path, "--steps", "3", "--continue-from", str(export))), str(state), "pickle",
-             "never loaded")
+    one_line(capsys, train(p), str(state), "pickle", "never loaded")
     assert not marker.exists()
-
-
-def test_lrisc_garbage_continue_card_is_named(data, tmp_path, capsys):
-    assert main(lr(data, tmp_path / "a")) == 0
-    export = tmp_path / "a" / "lr" / "stage1" / "export.safetensors"
-    export.with_suffix(".json").write_text("{not json")
-    one_line(capsys, main(lr(data, tmp_path, "--steps", "3", "--continue-from", str(export))),
-             str(export.with_suffix(".json")), "not a JSON model card")
 
 
 # ------------------------------------------------------------------ no lost work
 
-def _steps_in_log(log: Path) -> list[int]:
-    return [int(line.split()[0]) for line in log.read_text().splitlines()]
+def _history(cache: Path) -> list[int]:
+    return [h["step"] for h in json.loads((cache / "train" / "dj" / "a.json").read_text())["history"]]
 
 
-def test_the_same_deepjscc_command_again_continues(data, tmp_path, capsys):
-    """tr_dj_rerun_no_resume: the same command again resumes (state and export kept); only --no-resume starts
+def test_the_same_command_again_continues_and_only_fresh_overwrites(data, tmp_path, cache, capsys):
+    """tr_dj_rerun_no_resume: the same command again changes nothing; a longer stage resumes; without the state
+    the export is continued, never overwritten, also when the recipe asks for fewer steps; only --fresh starts
     afresh, and says what it overwrites."""
-    log = tmp_path / "loss.txt"
-    run = lambda steps: dj(data, tmp_path, "--steps", str(steps), "--val-every", "2", "--loss-log", str(log))  # noqa
-    cmd = run(2)
-    assert main(cmd) == 0
-    card = json.loads((tmp_path / "dj" / f"{NAME}.json").read_text())
-    assert card["steps"] == 2 and card["status"] == "final"
+    state = cache / "train" / "dj" / "a.state.safetensors"
+    p = dj(tmp_path, data, steps=2, stage="val_every = 2")
+    assert train(p) == 0 and _history(cache) == [2]
     capsys.readouterr()
-    assert main(cmd) == 0  # nothing left to train: the state and the export stay at step 2
-    assert "resumed" in capsys.readouterr().out
-    assert read_state(tmp_path / "st.safetensors")[1]["meta"]["step"] == 2 and _steps_in_log(log) == [1, 2]
-    assert main(run(4)) == 0  # a longer run
-    assert _steps_in_log(log) == [1, 2, 3, 4]
-    hist = json.loads((tmp_path / "dj" / f"{NAME}.json").read_text())["validation"]["history"]
-    assert [h["step"] for h in hist] == [2, 4]
-    # the state gone (another machine): the exported weights are continued, not overwritten
-    (tmp_path / "st.safetensors").unlink()
+    assert train(p) == 0  # nothing left to train: the state and the export stay at step 2
+    assert "stage a: done" in capsys.readouterr().out
+    assert read_state(state)[1]["meta"]["step"] == 2
+    p = dj(tmp_path, data, steps=4, stage="val_every = 2")
+    assert train(p) == 0 and _history(cache) == [2, 4]  # a longer run resumes
+    state.unlink()  # the state lost: the export is continued
+    p = dj(tmp_path, data, steps=6, stage="val_every = 2")
     capsys.readouterr()
-    assert main(run(6)) == 0
-    assert "continuing from the exported weights" in capsys.readouterr().out
-    assert [h["step"] for h in json.loads((tmp_path / "dj" / f"{NAME}.json").read_text())["validation"]["history"]] \
-        == [2, 4, 6]
-    # a state of another --out is not taken over silently
-    other = dj(data, tmp_path, "--steps", "6", "--out", str(tmp_path / "elsewhere"))
-    one_line(capsys, main(other), "st.safetensors", "is the state of the run exporting to", "--no-resume")
-    # --no-resume: afresh, saying what it overwrites
-    assert main([*cmd, "--no-resume"]) == 0
+    assert train(p) == 0
+    assert "continuing the export" in capsys.readouterr().out and _history(cache) == [2, 4, 6]
+    p = dj(tmp_path, data, steps=2, stage="val_every = 2")
+    assert train(p) == 0 and "stage a: done" in capsys.readouterr().out  # its export has at least those steps
+    assert _history(cache) == [2, 4, 6]
+    assert train(p, "--fresh") == 0
     out = capsys.readouterr().out
-    assert "starting afresh (--no-resume): overwriting" in out and "st.safetensors" in out
-    assert read_state(tmp_path / "st.safetensors")[1]["meta"]["step"] == 2
-    assert [h["step"] for h in json.loads((tmp_path / "dj" / f"{NAME}.json").read_text())["validation"]["history"]] \
-        == [2]
+    assert "starting afresh (--fresh): overwriting" in out and str(state) in out
+    assert read_state(state)[1]["meta"]["step"] == 2 and _history(cache) == [2]
 
 
-def test_sigint_then_the_same_command_continues_at_that_step(data, tmp_path, capsys):
-    """tr_dj_sigint_rerun: Ctrl-C saves the state; the same command (no --resume) continues without losing or
-    repeating a step."""
-    log = tmp_path / "loss.txt"
-    cmd = dj(data, tmp_path, "--steps", "100000", "--val-every", "100000", "--loss-log", str(log))
+class SigintTask(DeepJSCCTask):
+    """DeepJSCC that records the steps it computes and sends itself SIGINT (Ctrl-C) during step ``STOP_AT``."""
 
-    def interrupt_after(n: int) -> None:
-        def go():
-            while not (log.is_file() and len(log.read_text().splitlines()) >= n):
-                time.sleep(0.02)
+    STOP_AT = -1
+    steps: list[int] = []
+
+    def loss(self, model, batch, link, stage):
+        SigintTask.steps.append(batch.step)
+        if batch.step == SigintTask.STOP_AT:
             os.kill(os.getpid(), signal.SIGINT)
-        threading.Thread(target=go, daemon=True).start()
-
-    interrupt_after(2)
-    assert main(cmd) == 0
-    first = read_state(tmp_path / "st.safetensors")[1]["meta"]["step"]
-    assert first >= 2 and "run the same command again to continue" in capsys.readouterr().out
-    interrupt_after(first + 2)
-    assert main(cmd) == 0
-    second = read_state(tmp_path / "st.safetensors")[1]["meta"]["step"]
-    assert second >= first + 2 and _steps_in_log(log) == list(range(1, second + 1))
+        return super().loss(model, batch, link, stage)
 
 
-def test_lrisc_export_without_state_is_continued_not_overwritten(data, tmp_path, capsys):
-    """The LRISC trainer behaves the same way: an export of the stage without its state is continued by the same
-    command; a finished one, or --init as well, is a one-line error; --no-resume starts afresh."""
-    cmd = lr(data, tmp_path, "--steps", "2", "--val-every", "2")
-    assert main(cmd) == 0
-    sdir = tmp_path / "lr" / "stage1"
-    (sdir / "state.safetensors").unlink()
-    one_line(capsys, main(cmd), "export.safetensors", "finished at step 2", "raise --steps", "--no-resume")
-    longer = lr(data, tmp_path, "--steps", "3", "--val-every", "2")
-    capsys.readouterr()
-    assert main(longer) == 0
-    assert "continuing from it" in capsys.readouterr().out
-    card = json.loads((sdir / "lrisc_tiny_stage1.json").read_text())
-    assert [h["step"] for h in card["history"]] == [2, 3]
-    (sdir / "state.safetensors").unlink()
-    one_line(capsys, main([*lr(data, tmp_path, "--steps", "4"), "--init", str(sdir / "export.safetensors")]),
-             "drop --init", "--no-resume")
-    assert main([*cmd, "--no-resume"]) == 0
-    card = json.loads((sdir / "lrisc_tiny_stage1.json").read_text())
-    assert [h["step"] for h in card["history"]] == [2]
+def test_sigint_then_the_same_command_continues_at_that_step(data, tmp_path, cache, capsys):
+    """tr_dj_sigint_rerun: Ctrl-C saves the state; the same command continues without losing or repeating a step."""
+    p = dj(tmp_path, data, steps=100_000, stage="val_every = 100000", codec="tests.test_train_hostile:SigintTask")
+    SigintTask.steps.clear()
+    SigintTask.STOP_AT = 2
+    assert train(p) == 0
+    first = read_state(cache / "train" / "dj" / "a.state.safetensors")[1]["meta"]["step"]
+    assert first == 3 and "run the same command again to continue" in capsys.readouterr().out
+    SigintTask.STOP_AT = first + 1
+    assert train(p) == 0
+    second = read_state(cache / "train" / "dj" / "a.state.safetensors")[1]["meta"]["step"]
+    assert second == first + 2 and SigintTask.steps == list(range(second))

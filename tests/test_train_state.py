@@ -1,9 +1,8 @@
-"""The trainers' shared scaffolding: state file round trip and on-disk format, clock, timers, CPU-hours, export."""
+"""The trainer's scaffolding: state file round trip and on-disk format, clock, timers, CPU-hours, export."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -138,43 +137,75 @@ def test_stop_on_signals_sets_the_flag_and_restores_the_handlers():
     assert TrainRun("x", threads=1, max_minutes=3).stop_reason() == "after 3 min"
 
 
-def test_sigterm_during_training_saves_the_step_it_reached(tmp_path):
-    """A trainer stopped by SIGTERM saves its state at the step it finished; resuming continues from there."""
+class SigtermTask:
+    """A DeepJSCC task (see ``_sigterm_task``) that records each step it computes a loss for and sends itself
+    SIGTERM during step ``STOP_AT``."""
+
+    STOP_AT = 3
+    steps: list[int] = []
+
+
+def _sigterm_task():
     import os
     import signal
-    import threading
 
-    from baselines.deepjscc import DeepJSCCConfig
-    from baselines.deepjscc_train import TrainConfig, train
+    from baselines.deepjscc_task import DeepJSCCTask
+
+    class Task(DeepJSCCTask):
+        def loss(self, model, batch, link, stage):
+            SigtermTask.steps.append(batch.step)
+            if batch.step == SigtermTask.STOP_AT:
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread before the next bytecode
+            return super().loss(model, batch, link, stage)
+
+    return Task
+
+
+def test_sigterm_during_training_saves_the_step_it_reached(tmp_path, monkeypatch):
+    """The trainer stopped by SIGTERM saves its state at the step it finished; the same recipe continues from
+    there without losing or repeating a step."""
     from PIL import Image
 
+    from lrisc_sim import recipe as recipe_mod
+    from lrisc_sim.recipe import run_recipe
+
+    monkeypatch.setenv("LRISC_SIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(recipe_mod, "task_class", lambda spec: _sigterm_task())
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(data / f"im{i}.png")
-    log = tmp_path / "loss.txt"
-    cfg = TrainConfig(cbr="1/16", data=str(data), val="1", steps=100_000, batch_size=2, crop=32, val_every=100_000,
-                      out=str(tmp_path / "out"), threads=1, warmup=1, loss_log=str(log), max_minutes=2,
-                      state=str(tmp_path / "s.safetensors"),
-                      arch=DeepJSCCConfig(cbr="1/16", levels=2, extra=0, first_width=8, width=8))
-
-    def stop_after_a_few_steps():
-        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_after_a_few_steps, daemon=True).start()
+    p = tmp_path / "r.toml"
+    p.write_text(f"""name = "sig"
+codec = "deepjscc"
+[model]
+cbr = "1/16"
+levels = 2
+extra = 0
+first_width = 8
+width = 8
+[data]
+train = ["{data}"]
+val = 1
+val_crop = 32
+[[stages]]
+name = "a"
+steps = 100000
+batch = 2
+crop = 32
+warmup = 1
+val_every = 100000
+""")
+    SigtermTask.steps.clear()
     msgs: list[str] = []
-    train(cfg, log=msgs.append)
-    done = len(log.read_text().splitlines())
-    meta = read_state(tmp_path / "s.safetensors")[1]["meta"]
-    assert 3 <= meta["step"] == done < 100_000
+    card = run_recipe(p, threads=1, max_minutes=2, log=msgs.append)
+    meta = read_state(tmp_path / "cache" / "train" / "sig" / "a.state.safetensors")[1]["meta"]
+    assert meta["step"] == SigtermTask.STOP_AT + 1 == card["steps"]  # the step it was in was finished and saved
     assert any("stopped on SIGTERM" in m for m in msgs)
-    cfg.steps, cfg.resume, cfg.max_minutes = done + 2, True, None
-    train(cfg, log=lambda *a: None)
-    lines = log.read_text().splitlines()
-    assert [int(v.split()[0]) for v in lines] == list(range(1, done + 3))  # no step lost or repeated
+    p.write_text(p.read_text().replace("steps = 100000", f"steps = {meta['step'] + 2}"))
+    card = run_recipe(p, threads=1, log=lambda *a: None)
+    assert card["status"] == "final" and SigtermTask.steps == list(range(meta["step"] + 2))  # none lost or repeated
 
 
 def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):

@@ -14,7 +14,7 @@ One module per concept (paper symbols in their docstrings):
 * ``diffusion``   eq. (7) loss and DDIM / DPM-Solver sampling (eq. 8) through diffusers' schedulers
 * ``model``       the assembled model, checkpoints (safetensors + JSON card)
 * ``losses``      eq. (9)-(11)
-* ``train``       Algorithm 1, three resumable stages (``lrisc-sim train lrisc --stage 1|2|3``)
+* ``task``        Algorithm 1 as a ``TrainTask`` of the one trainer (``lrisc-sim train recipes/lrisc_small.toml``)
 * ``codec``       the engine-facing codec (``make_lrisc``) and the Fig. 6 helpers
 * ``evaluate``    Kodak evaluation against DeepJSCC, written into the model card
 """

@@ -209,8 +209,8 @@ def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
     path = Path(arg or options.get("checkpoint") or DEFAULT_CHECKPOINT)
     if not path.is_file():
         if path == DEFAULT_CHECKPOINT:
-            raise LRISCError(f"no shipped LRISC checkpoint ({path}): train one with `lrisc-sim train lrisc --stage 1` "
-                             "(then --stage 2, --stage 3) or pass checkpoint=PATH")
+            raise LRISCError(f"no shipped LRISC checkpoint ({path}): train one with `lrisc-sim train "
+                             "recipes/lrisc_small.toml` or pass checkpoint=PATH")
         raise LRISCError(f"LRISC checkpoint {path} not found")
     device = options.get("device") or "cpu"
     if device == "auto":
@@ -225,7 +225,7 @@ def availability(name: str) -> str:
     """'ok' when the shipped checkpoint exists, else how to get one."""
     if DEFAULT_CHECKPOINT.is_file():
         return "ok"
-    return "no shipped checkpoint yet: `lrisc-sim train lrisc --stage 1|2|3`, or checkpoint=PATH"
+    return "no shipped checkpoint yet: `lrisc-sim train recipes/lrisc_small.toml`, or checkpoint=PATH"
 
 
 def latent_rgb(z: torch.Tensor, reference: torch.Tensor | None = None, size: tuple[int, int] | None = None

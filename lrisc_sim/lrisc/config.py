@@ -148,34 +148,6 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**kw)
 
 
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters of Algorithm 1 (one set per preset; the CLI overrides fields)."""
-
-    crop: int = 64
-    batch: int = 8
-    lr: float = 2e-4
-    lr_stage3: float = 5e-5
-    steps: tuple[int, int, int] = (6000, 3000, 1500)  # stage 1, 2, 3
-    stage2_fixed_fraction: float = 0.4  # first part of stage 2 at fixed SNR 10 dB without SNR modules
-    lam: float = 0.02  # lambda, rate weight (bits per pixel) in eq. (9)/(11)
-    eta: float = 0.5  # eta, perceptual vs MSE trade-off in eq. (11)
-    latent_weight: float = 1.0  # our addition in stages 2/3: ||z - z_hat||^2 / ||z||^2 (helps f_e/f_d converge)
-    warmup_steps: int = 1000  # stage-1 warm-up against the grey-image collapse (auxiliary latent decoder)
-    aux_weight: float = 1.0  # weight of the auxiliary direct decoder loss at the start of the warm-up
-    snr_range: tuple[float, float] = (0.0, 20.0)  # random training SNR (dB) once the SNR modules are on
-    fixed_snr: float = 10.0
-    cbr_range: tuple[float, float] = (1 / 96, 1 / 16)  # random target CBR per image (rate control in training)
-    grad_clip: float = 1.0
-    # a share of each batch at the last step n = N (pure noise), weight 1: the plain-MSE decoder path that sets
-    # the first DDIM estimate (every stage); stage 1: d_p only below lpips_max_t * N; the rate weight ramps from
-    # lam_start to lam over the first lam_ramp of the steps (a high-rate warm-up against the grey-image collapse)
-    t_max_share: float = 0.0
-    lpips_max_t: float = 1.0
-    lam_start: float | None = None
-    lam_ramp: float = 0.0
-
-
 # side information of newly trained models: one rate index per 2 x 2 tokens, context-coded when that is cheapest
 # (benchmarks/lrisc_side_info.py: 16% -> 3% of the CBR-1/48 budget on Kodak)
 SIDE_INFO = {"rate_block": 2, "side_codes": ("fixed", "enumerative", "context")}
@@ -209,13 +181,3 @@ def preset(name: str) -> LRISCConfig:
             diffusion=DiffusionConfig(num_train_timesteps=100, steps=3),
         )
     raise ValueError(f"unknown LRISC preset '{name}': use 'small', 'paper' or 'tiny'")
-
-
-def train_preset(name: str) -> TrainConfig:
-    """Training hyper-parameters of a preset (paper: Section IV-A, batch 16, lr 1e-4, 256 x 256 crops)."""
-    if name == "paper":
-        return TrainConfig(crop=256, batch=16, lr=1e-4, lr_stage3=2e-5, steps=(1_000_000, 200_000, 200_000),
-                           warmup_steps=20_000)
-    if name == "tiny":
-        return TrainConfig(crop=32, batch=2, lr=1e-3, lr_stage3=1e-3, steps=(4, 4, 4), warmup_steps=2)
-    return TrainConfig()

@@ -15,21 +15,13 @@ f_e, f_d); stage 3 both.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from lrisc_sim.lrisc.diffusion import ConditionalDiffusion
+from lrisc_sim.trainer import LossOutput
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) in [0, 1] -> B distances
-
-
-@dataclass
-class LossOutput:
-    """Scalar loss to minimise and its parts (floats, for logging)."""
-
-    total: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
 
 
 def rdp_loss(x0: torch.Tensor, estimates: Sequence[tuple[torch.Tensor, torch.Tensor]], rate_bits: torch.Tensor | None,

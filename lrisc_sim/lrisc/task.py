@@ -99,6 +99,9 @@ class LRISCTask(TrainTask):
                 raise ValueError(f"{name} = {v!r}: give {rng}")
         if opt(stage, "cbr_min") > opt(stage, "cbr_max"):
             raise ValueError("cbr_min must not exceed cbr_max")
+        if opt(stage, "lam_start") is not None and (opt(stage, "lam") <= 0 or opt(stage, "lam_ramp") <= 0):
+            raise ValueError(f"lam_start = {opt(stage, 'lam_start')!r} ramps the rate weight up to lam over lam_ramp "
+                             "of the steps: give lam > 0 and lam_ramp > 0, or drop lam_start")
 
     # ------------------------------------------------------------------ model
     def build(self, stage: StageConfig, init: Path | None, device: torch.device, log=print) -> LRISC:
