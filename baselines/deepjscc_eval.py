@@ -116,6 +116,7 @@ def _recipe_row(v: dict, stem: str, cbr_of: dict[str, str]) -> str:
     if v["init"]:
         other = Path(v["init"]).stem
         note = (" (its earlier version)" if other == stem else
+                f" (the trained {cbr_of[other]}, every tensor)" if cbr_of.get(other) == v["cbr"] else
                 f" (the trained {cbr_of[other]}, c-channel layers by overlap)" if other in cbr_of else "")
         start = f"`{Path(v['init']).name}`{note}"
     sched = v["schedule"]

@@ -13,6 +13,7 @@ Schema (every key optional unless marked; unknown keys are errors)::
     batch_size = 4
     metrics = ["psnr", "ms_ssim", "lpips"]
     side_charge = "fixed"             # fixed | fixed:B | capacity
+    compare = "deepjscc"              # after the sweep, paired differences to this codec (compare_deepjscc.csv)
 
     [channel]
     model = "awgn"                    # any spec of `lrisc-sim channels`
@@ -51,7 +52,7 @@ from lrisc_sim.metrics import METRIC_NAMES
 from lrisc_sim.sweep_config import TOML_KEYS, ConfigError, SweepConfig
 
 TOP_KEYS = {"name", "title", "kind", "out", "dataset", "limit", "seed", "trials", "batch_size", "metrics",
-            "side_charge", "channel", "grid", "codecs", "visual", "description"}
+            "side_charge", "channel", "grid", "codecs", "visual", "description", "compare"}
 CHANNEL_KEYS = {"model", "equalizer"}
 GRID_KEYS = {"snr", "cbr"}
 VISUAL_KEYS = {"image", "snr", "cbr"}
@@ -72,6 +73,7 @@ class Experiment:
     description: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     visual: dict[str, Any] = field(default_factory=dict)
+    compare: str | None = None  # reference codec of the paired differences written after the sweep
 
 
 def _type(file: Path, key: str, value, types, what: str):
@@ -185,7 +187,11 @@ def load_experiment(path: str | Path) -> Experiment:
     except ConfigError as e:
         raise ExperimentError(f"{file}: key '{e.name(TOML_KEYS)}': {e.problem}") from None
     out = Path(_type(file, "out", d.get("out", f"results/{name}"), str, "a path string"))
-    return Experiment(name=name, path=file, kind=kind, sweep=sweep, out=out,
+    compare = _type(file, "compare", d.get("compare"), str, "a codec spec of the file") if "compare" in d else None
+    if compare is not None and (kind == "visual" or compare not in sweep.codecs):
+        raise ExperimentError(f"{file}: key 'compare': {compare!r} is not a codec of this sweep; give one of "
+                              f"{', '.join(sweep.codecs)} (the reference of the paired differences)")
+    return Experiment(name=name, path=file, kind=kind, sweep=sweep, out=out, compare=compare,
                       title=_type(file, "title", d.get("title", name), str, "a string"),
                       description=_type(file, "description", d.get("description", ""), str, "a string"),
                       labels=labels, visual=visual)
@@ -214,6 +220,10 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
 
             result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
                                quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)
+            if exp.compare is not None:  # the paired differences to the file's reference codec
+                from lrisc_sim.paired import run_compare
+
+                run_compare(dest, exp.compare)
     if dest.resolve().parent.name == "results":  # keep results/README.md in step with the tables
         from lrisc_sim.report import write_report
 

@@ -175,7 +175,8 @@ def format_compare(table) -> str:
     names = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
     ref = table["ref"].iloc[0]
     w = 27
-    head = (f"{'codec':<18} {'channel':<12} {'CBR':>14} {'SNR (dB)':>12} {'images':>6} "
+    cw = max(18, *(len(str(c)) for c in table["codec"]))  # long specs (e.g. with a checkpoint) in full
+    head = (f"{'codec':<{cw}} {'channel':<12} {'CBR':>14} {'SNR (dB)':>12} {'images':>6} "
             + " ".join(f"{names.get(m, m) + ' diff (p)':>{w}}" for m in mets))
     lines = [f"paired differences codec - {ref}", head, "-" * len(head)]
     key = ["codec", "kind", "channel", "cbr_target", "snr_db", "axis"]
@@ -202,7 +203,7 @@ def format_compare(table) -> str:
             ci = f"{x['ci95']:.{p}f}" if math.isfinite(x["ci95"]) else "n/a"
             text = f"{x['diff']:+.{p}f} ±{ci} ({_p(x['p_t'])})"
             cells.append(f"{text:>{w}}")
-        lines.append(f"{r['codec']:<18.18} {r['channel']:<12.12} {cbr:>14} {snr:>12} {int(g['n_images'].max()):>6} "
+        lines.append(f"{r['codec']:<{cw}} {r['channel']:<12.12} {cbr:>14} {snr:>12} {int(g['n_images'].max()):>6} "
                      + " ".join(cells))
     lines.append("diff: mean over images of each image's mean paired difference over trials, 95% t CI over images; "
                  "p: paired t test over images (Wilcoxon signed-rank p in the CSV)")

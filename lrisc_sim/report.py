@@ -232,6 +232,50 @@ def checkpoint_notes(checkpoints: str | Path | None = None, summaries: dict | No
     return out or ["- (no model cards found)"]
 
 
+def _paired_table(t, name: str, labels: dict) -> list[str]:
+    """Markdown tables of a ``compare_REF.csv`` (``lrisc-sim compare``): per codec and point, the paired
+    difference to the reference with its 95% CI over images, and the average gap over the range."""
+    if t.empty or "diff" not in t:
+        return []
+    ref = str(t["ref"].iloc[0])
+    out = [f"Paired differences to {labels.get(ref, ref)} over the identical realizations (`{name}`, written by "
+           f"`lrisc-sim compare FOLDER --ref {ref}`): mean over images of each image's mean difference over trials "
+           "± 95% CI over images; avg: the average gap between the curves over the common range.", ""]
+    for m, title, p in (("psnr", "PSNR (dB)", 2), ("lpips", "LPIPS", 3)):
+        tm = t[t["metric"] == m]
+        if tm.empty:
+            continue
+        pts = tm[tm["kind"] != "average"]
+        xs = sorted(pts["snr_db"].unique()) if pts["snr_db"].nunique() > 1 else sorted(pts["cbr_target"].unique())
+        axis = "snr_db" if pts["snr_db"].nunique() > 1 else "cbr_target"
+        head = [f"{v:g} dB" if axis == "snr_db" else _cbr(v) for v in xs]
+        out += [f"{title}, codec - {labels.get(ref, ref)}", "", "| codec | " + " | ".join(head) + " | avg |",
+                "|---|" + "---|" * (len(xs) + 1)]
+        for codec in dict.fromkeys(tm["codec"]):
+            g = tm[tm["codec"] == codec]
+            cells = []
+            for v in xs:
+                r = g[(g["kind"] != "average") & (g[axis] == v)]
+                cells.append(_diff(r, p))
+            cells.append(_diff(g[g["kind"] == "average"], p))
+            out.append(f"| {labels.get(codec, codec)} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def _cbr(v: float) -> str:
+    from lrisc_sim.grammar import cbr_label
+
+    return cbr_label(v)
+
+
+def _diff(r, p: int) -> str:
+    if r.empty or not math.isfinite(float(r["diff"].iloc[0])):
+        return "-"
+    ci = float(r["ci95"].iloc[0])
+    return f"{float(r['diff'].iloc[0]):+.{p}f} ±{ci:.{p}f}" if math.isfinite(ci) else f"{float(r['diff'].iloc[0]):+.{p}f}"
+
+
 def write_report(results_dir: str | Path = "results") -> Path:
     """Write ``results/README.md`` from every ``results/*/summary.csv`` (and the Fig. 6 grid)."""
     import pandas as pd
@@ -274,6 +318,8 @@ def write_report(results_dir: str | Path = "results") -> Path:
             lines += ["Ours: " + " ".join(ours), ""]
         lines += ["PSNR ordering (best first):"] + _psnr_order(s, x)
         lines += _table(s, x) + [""]
+        for cmp in sorted(d.glob("compare_*.csv")):
+            lines += _paired_table(pd.read_csv(cmp), cmp.name, meta.get("labels") or {})
     lines += ["## Where the small CPU-trained models differ from the paper", ""] + checkpoint_notes(summaries=summaries) + [""]
     out = root / "README.md"
     out.write_text("\n".join(lines) + "\n")

@@ -186,3 +186,29 @@ def test_changed_codec_options_are_stale_too(tiny, tmp_path):
     tiny.write_text(tiny.read_text().replace('spec = "softcast"', 'spec = "softcast"\nchunk = 8'))
     with pytest.raises(ValueError, match="softcast rows were made with other softcast settings"):
         run_experiment(tiny, out=out, progress=False, device="cpu", quiet=True)
+
+
+def test_compare_key_writes_the_paired_differences_after_the_sweep(tmp_path):
+    """`compare = CODEC` in an experiment file writes OUT/compare_CODEC.csv after the sweep; a codec that is not in
+    the file is a one-line error naming the key."""
+    import numpy as np
+    from PIL import Image
+
+    from lrisc_sim.experiment import ExperimentError, load_experiment, run_experiment
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8")).save(imgs / f"i{i}.png")
+    text = (f'dataset = "{imgs}"\nmetrics = ["psnr"]\ncompare = "uncoded"\n[grid]\nsnr = "0,10"\ncbr = "1/4"\n'
+            '[[codecs]]\nspec = "uncoded"\n[[codecs]]\nspec = "softcast"\n')
+    (tmp_path / "e.toml").write_text(text)
+    run_experiment(tmp_path / "e.toml", out=tmp_path / "out", progress=False, quiet=True)
+    import pandas as pd
+
+    t = pd.read_csv(tmp_path / "out" / "compare_uncoded.csv")
+    assert set(t["codec"]) == {"softcast"} and set(t["kind"]) == {"point", "average"}
+    (tmp_path / "bad.toml").write_text(text.replace('compare = "uncoded"', 'compare = "lrisc"'))
+    with pytest.raises(ExperimentError, match="key 'compare'"):
+        load_experiment(tmp_path / "bad.toml")
