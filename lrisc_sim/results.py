@@ -248,8 +248,8 @@ def summarize(df):
     ``lrisc_sim.stats`` with the image as the unit (trials are nested in images): ``n`` rows = ``n_images`` x
     ``n_trials``; per metric M the mean over images of each image's mean over trials, ``M_ci95`` the t
     half-width over the per-image means (NaN with one image) and ``M_lo``/``M_hi`` the interval clipped to the
-    metric's range; CBR columns and ``seconds`` averaged over rows; ``underfilled`` when the mean ``cbr_total`` is
-    below 0.9 x the target; ``ok_rate`` with its exact (Clopper-Pearson) 95% interval ``ok_lo``/``ok_hi`` over
+    metric's range; CBR columns and ``seconds`` averaged over rows; ``underfilled`` when the mean ``cbr_total`` of
+    the images that sent anything is below 0.9 x the target (as the engine's note; a lost image shows in ``ok``); ``ok_rate`` with its exact (Clopper-Pearson) 95% interval ``ok_lo``/``ok_hi`` over
     the transmissions (images x trials)."""
     import pandas as pd
 
@@ -261,11 +261,12 @@ def summarize(df):
         ok = g["ok"].astype(bool)
         ok_lo, ok_hi = clopper_pearson(int(ok.sum()), len(g))
         total = float(g["cbr_total"].mean())
+        sent = g["cbr_total"][g["cbr_total"] > 0]  # images that sent nothing (lost: no MCS fits) are not underfill
         r = {"codec": codec, "channel": channel, "cbr_target": cbr, "snr_db": snr, "n": len(g),
              "n_images": int(g["image"].nunique()), "n_trials": int(g["trial"].nunique()),
              "cbr_payload": g["cbr_payload"].mean(), "cbr_side": g["cbr_side"].mean(),
              "cbr_total": total, "cbr_total_max": g["cbr_total"].max(),
-             "underfilled": bool(total < UNDERFILL * float(cbr)),
+             "underfilled": bool(len(sent) and float(sent.mean()) < UNDERFILL * float(cbr)),
              "ok_rate": float(ok.mean()), "ok_lo": ok_lo, "ok_hi": ok_hi, "seconds": g["seconds"].mean()}
         for m in METRICS:
             iv = nested_interval(g[m].to_numpy(dtype=float), images, m)

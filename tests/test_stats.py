@@ -131,3 +131,17 @@ def test_committed_tables_keep_their_means(name):
     assert len(merged) == len(old) == len(s)
     for m in ("psnr", "ms_ssim", "lpips", "cbr_total", "ok_rate"):
         np.testing.assert_allclose(merged[m], merged[f"{m}_old"], rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_lost_images_are_not_underfill():
+    """A digital codec that sends nothing for a lost image (cbr_total 0, ok False) fills the budget with the
+    others: not marked underfilled; the loss shows in ok_rate."""
+    from lrisc_sim.results import summarize
+
+    pt = {"codec": "d", "channel": "awgn", "cbr_target": 0.25, "snr_db": 0.0}
+    imgs = {"a": [(20, 0.9, 0.1)], "b": [(21, 0.9, 0.1)]}
+    df = pd.DataFrame(_rows(pt, imgs, 0.25, [True, True]) + _rows(pt, {"c": [(13, 0.3, 0.9)]}, 0.0, [False]))
+    r = summarize(df).iloc[0]
+    assert not bool(r["underfilled"]) and float(r["ok_rate"]) == pytest.approx(2 / 3)
+    half = pd.DataFrame(_rows(pt, imgs, 0.1, [True, True]))
+    assert bool(summarize(half).iloc[0]["underfilled"])
