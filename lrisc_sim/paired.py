@@ -215,15 +215,10 @@ def format_compare(table) -> str:
 def run_compare(out: str | Path, ref: str, metrics=None, write: bool = True):
     """Compare every codec of the sweep folder ``out`` to ``ref`` (``compare_frame``) and write the table to
     ``out/compare_<ref>.csv`` (``csv_name``); returns the DataFrame (skipped points in ``attrs["notes"]``)."""
-    from lrisc_sim.results import load
+    from lrisc_sim.results import load_folder
 
     out = Path(out)
-    path = out / "results.csv"
-    if not path.is_file():
-        raise CompareError(f"{out} has no results.csv; give a folder written by lrisc-sim sweep or run")
-    df = load(path)
-    if df.empty:
-        raise CompareError(f"{path} has no rows yet; run the sweep first")
+    df = load_folder(out, CompareError)
     table = compare_frame(df, ref, metrics)
     if write:
         notes = table.attrs.get("notes", [])

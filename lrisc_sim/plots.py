@@ -239,16 +239,11 @@ def plot_folder(out: str | Path, labels: dict[str, str] | None = None, formats: 
     ``codecs.txt``; ``diff``: a reference codec for the paired-difference panel (``paired.compare_frame``).
     Returns the files written. Bad labels, formats, metrics or folders raise a one-line ``PlotError``."""
     from lrisc_sim.paired import compare_frame
-    from lrisc_sim.results import load, summarize
+    from lrisc_sim.results import load_folder, summarize
 
     out = Path(out)
     fmts = parse_formats(formats)
-    path = out / "results.csv"
-    if not path.is_file():
-        raise PlotError(f"{out} has no results.csv; give a folder written by lrisc-sim sweep or run")
-    df = load(path)
-    if df.empty:
-        raise PlotError(f"{path} has no rows yet; run the sweep first")
+    df = load_folder(out, PlotError)
     codecs = list(dict.fromkeys(df["codec"]))
     for c in labels or {}:
         if c not in codecs:

@@ -235,6 +235,19 @@ def load(path: str | os.PathLike):
     return df
 
 
+def load_folder(out: str | os.PathLike, error: type[Exception] = ValueError):
+    """The results table of the sweep folder ``out`` (``load``); a one-line ``error`` when the folder has no
+    ``results.csv`` or no rows yet (``compare`` and ``plot`` read folders this way)."""
+    out = Path(out)
+    path = out / "results.csv"
+    if not path.is_file():
+        raise error(f"{out} has no results.csv; give a folder written by lrisc-sim sweep or run")
+    df = load(path)
+    if df.empty:
+        raise error(f"{path} has no rows yet; run the sweep first")
+    return df
+
+
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% Student t interval of the mean of ``values`` (NaN dropped), NaN (no interval, "n/a")
     for fewer than 2 values; ``stats.t_halfwidth``. The values must be independent units (per-image means)."""
