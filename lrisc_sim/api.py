@@ -90,7 +90,8 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
           side_charge: str = "fixed", equalizer: str = "mmse", checkpoints: dict[str, str] | None = None,
           codec_options: dict[str, dict] | None = None, decode_batch: int | None = None, progress: bool = True,
           quiet: bool = True, redo: str | Sequence[str] = (), executor: str = "local",
-          ray_address: str | None = None):
+          ray_address: str | None = None, csi: str | Sequence[str] = "perfect",
+          design_snr: str | float | Sequence[str | float] = "channel", constellation: str | Sequence[str] = "none"):
     """Run (or resume, or extend) a sweep into ``out`` and return the rows of the requested grid
     (``pandas.DataFrame``, one row per image and (codec, CBR, SNR, trial), the columns of ``results.csv``; the
     folder may hold more points after an extension).
@@ -98,7 +99,9 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
     ``codecs``, ``metrics``, ``redo``: a list or a comma-separated string; ``snr``/``cbr``: the CLI grammar
     (``"0:15:5"``, ``"1/64,1/48"``), numbers, or lists of either; ``dataset``/``out``: ``str`` or ``Path``;
     ``checkpoints``: codec name -> weights file; ``codec_options``: codec spec -> options (as the keys of an
-    experiment file's ``[[codecs]]``). A bad value raises a one-line ``ConfigError`` naming the argument; a
+    experiment file's ``[[codecs]]``); ``csi``, ``design_snr``, ``constellation``: the link axes
+    (``lrisc_sim.link``), a value, a comma-separated string or a list each (``csi="perfect,ls:2"``,
+    ``design_snr=10``, ``constellation=["none", "qam16"]``). A bad value raises a one-line ``ConfigError`` naming the argument; a
     folder holding another experiment is refused as by ``lrisc-sim sweep`` (``ConfigError`` about ``out``).
     """
     from lrisc_sim.grammar import parse_cbr, parse_snr
@@ -126,11 +129,21 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
                       dataset=_path("dataset", dataset, "builtin, kodak, a folder or an image file"), limit=limit,
                       trials=trials, seed=seed, batch_size=batch_size, device=device,
                       metrics=tuple(_names("metrics", metrics)), side_charge=side_charge, codec_options=opts,
-                      decode_batch=decode_batch)
+                      decode_batch=decode_batch, csi=_axis(csi), design_snr=_axis(design_snr),
+                      constellation=_axis(constellation))
     out = _path("out", out, "an output folder, e.g. 'runs/sweep'")
     run_sweep(cfg, out, executor=executor, ray_address=ray_address, progress=progress, quiet=quiet,
               redo=_names("redo", redo))
     return rows_of(load(Path(out) / "results.csv"), cfg)
+
+
+def _axis(value) -> list:
+    """A link axis given as one value, a comma-separated string or a list."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
 
 
 def _spec_name(spec: str, split_spec) -> str:

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel", default="awgn", help="channel spec: awgn, rayleigh, rayleigh-block:L=64, "
                                                       "rayleigh-fast, rician:K=4, tdl-a ... (default awgn)")
     s.add_argument("--equalizer", default="mmse", choices=["mmse", "zf"], help="receiver equaliser (default mmse)")
+    s.add_argument("--csi", default="perfect",
+                   help="channel knowledge at the receiver, comma-separated values compared in one folder: 'perfect' "
+                        "(default), 'ls:P' or 'lmmse:P' (P pilot symbols per coherence block, estimate of h from "
+                        "them; pilots are reported in the cbr_pilot column, not charged to the codec's budget)")
+    s.add_argument("--design-snr", default="channel",
+                   help="the SNR the codecs are told (encoder, decoder, MCS choice), comma-separated values: "
+                        "'channel' (the channel's SNR, default) or dB values, e.g. '10'; --snr stays the channel's")
+    s.add_argument("--constellation", default="none",
+                   help="map every transmitted symbol to the nearest point of a unit-power constellation, "
+                        "comma-separated values: none (default), qam16, qam64, psk8, bpsk, qpsk ...")
     s.add_argument("--dataset", default="builtin", help="'builtin' (scikit-image photos), 'kodak', a folder or "
                                                          "an image file (default builtin)")
     s.add_argument("--limit", type=int, default=None, help="use only the first N images")
@@ -221,11 +231,17 @@ def cmd_sweep(a) -> int:
                                  dataset=a.dataset, limit=a.limit, trials=a.trials, seed=a.seed,
                                  batch_size=a.batch_size, device=a.device, metrics=metrics,
                                  side_charge=a.side_charge, decode_batch=a.decode_batch,
-                                 codec_options=_checkpoints(a.checkpoint, codecs)))
+                                 codec_options=_checkpoints(a.checkpoint, codecs), csi=_list(a.csi),
+                                 design_snr=_list(a.design_snr), constellation=_list(a.constellation)))
     set_threads(a.threads)
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
               redo=_redo(a.redo))
     return 0
+
+
+def _list(value: str) -> list[str]:
+    """A comma-separated flag value as a list (empty items dropped: the config check names an empty list)."""
+    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def _redo(values: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from channels.realization import Realization
 from lrisc_sim.codec import (Codec, Context, Decoded, Encoded, ImageTooSmall, SideInfoCharge, cbr_report,
                              codec_note, encoder_needs_snr, pad_cat)
 from lrisc_sim.data import Item, group_by_size, pad_to_multiple
+from lrisc_sim.link import LinkPath, LinkState, LinkVariant, channel_column, row_state
 from lrisc_sim.link_rules import (check_channel, check_encoded, nonfinite_pixels, underfilled, wrap_channel_error,
                                   wrap_codec_error)
 from lrisc_sim.metrics import METRIC_NAMES
@@ -90,6 +91,7 @@ class Task:
     items: list[Item]
     points: Sequence[tuple[float, int]]  # (snr_db, trial) pairs still to do for at least one image (a list or a
     # PointGrid when none is done yet)
+    variant: LinkVariant = LinkVariant()  # the link axes' point (CSI, design SNR, constellation)
 
     @property
     def n_points(self) -> int:
@@ -106,9 +108,11 @@ class Plan:
     when any image of the batch lacks it). Iterating yields the ``Task``s in the order of the nested loops codec,
     CBR, batch; ``total`` is the image-points still to do, ``len`` the number of tasks."""
 
-    def __init__(self, cfg: SweepConfig, channel: str, items: Sequence[Item], done: set[tuple]):
+    def __init__(self, cfg: SweepConfig, channel: str, items: Sequence[Item], done: set[tuple],
+                 links: Sequence[tuple[LinkVariant, str]] | None = None):
         n_img = len(items)
-        factors = {"codecs": len(cfg.codecs), "cbr": len(cfg.cbr), "snr_db": len(cfg.snr_db),
+        self.links = list(links) if links is not None else [(LinkVariant(), channel)]
+        factors = {"codecs": len(cfg.codecs) * len(self.links), "cbr": len(cfg.cbr), "snr_db": len(cfg.snr_db),
                    "trials": int(cfg.trials), "limit": n_img}
         size = math.prod(factors.values())
         if size > MAX_IMAGE_POINTS:
@@ -120,41 +124,45 @@ class Plan:
         self.cfg, self.channel = cfg, channel
         self.batches = list(group_by_size(items, cfg.batch_size))
         per_point = len(cfg.snr_db) * int(cfg.trials)
-        counts = _done_counts(cfg, channel, {it.id for it in items}, done)
-        self._partial: dict[tuple[int, int, int], list[tuple[float, int]]] = {}
-        self._skip: set[tuple[int, int, int]] = set()
+        self._partial: dict[tuple[int, int, int, int], list[tuple[float, int]]] = {}
+        self._skip: set[tuple[int, int, int, int]] = set()
         self.total = 0
-        for ci, spec in enumerate(cfg.codecs):
-            for ri, cbr in enumerate(cfg.cbr):
-                key_cbr = round(float(cbr), 12)
-                for bi, batch in enumerate(self.batches):
-                    have = [counts.get((spec, key_cbr, it.id), 0) for it in batch]
-                    if all(h >= per_point for h in have):
-                        self._skip.add((ci, ri, bi))
-                    elif any(have):
-                        pts = [(snr, t) for snr in cfg.snr_db for t in range(cfg.trials)
-                               if any(point_key(spec, float(cbr), snr, channel, t, it.id) not in done for it in batch)]
-                        if pts:
-                            self._partial[(ci, ri, bi)] = pts
-                            self.total += len(pts) * len(batch)
+        for li, (_, label) in enumerate(self.links):
+            counts = _done_counts(cfg, label, {it.id for it in items}, done)
+            for ci, spec in enumerate(cfg.codecs):
+                for ri, cbr in enumerate(cfg.cbr):
+                    key_cbr = round(float(cbr), 12)
+                    for bi, batch in enumerate(self.batches):
+                        have = [counts.get((spec, key_cbr, it.id), 0) for it in batch]
+                        if all(h >= per_point for h in have):
+                            self._skip.add((li, ci, ri, bi))
+                        elif any(have):
+                            pts = [(snr, t) for snr in cfg.snr_db for t in range(cfg.trials)
+                                   if any(point_key(spec, float(cbr), snr, label, t, it.id) not in done
+                                          for it in batch)]
+                            if pts:
+                                self._partial[(li, ci, ri, bi)] = pts
+                                self.total += len(pts) * len(batch)
+                            else:
+                                self._skip.add((li, ci, ri, bi))
                         else:
-                            self._skip.add((ci, ri, bi))
-                    else:
-                        self.total += per_point * len(batch)
-        self._n = len(cfg.codecs) * len(cfg.cbr) * len(self.batches) - len(self._skip)
+                            self.total += per_point * len(batch)
+        self._n = len(self.links) * len(cfg.codecs) * len(cfg.cbr) * len(self.batches) - len(self._skip)
 
     def __len__(self) -> int:
         return self._n
 
     def __iter__(self) -> Iterator[Task]:
         cfg = self.cfg
-        for ci, spec in enumerate(cfg.codecs):
-            for ri, cbr in enumerate(cfg.cbr):
-                for bi, batch in enumerate(self.batches):
-                    if (ci, ri, bi) in self._skip:
-                        continue
-                    pts = self._partial.get((ci, ri, bi))
-                    yield Task(spec, cbr, batch, pts if pts is not None else PointGrid(cfg.snr_db, cfg.trials))
+        for li, (variant, _) in enumerate(self.links):
+            for ci, spec in enumerate(cfg.codecs):
+                for ri, cbr in enumerate(cfg.cbr):
+                    for bi, batch in enumerate(self.batches):
+                        if (li, ci, ri, bi) in self._skip:
+                            continue
+                        pts = self._partial.get((li, ci, ri, bi))
+                        yield Task(spec, cbr, batch, pts if pts is not None else PointGrid(cfg.snr_db, cfg.trials),
+                                   variant)
 
 
 def _done_counts(cfg: SweepConfig, channel: str, ids: set[str], done: set[tuple]) -> dict[tuple, int]:
@@ -183,6 +191,10 @@ class Engine:
         self._factory = codec_factory
         self.timings: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(STAGES, 0.0))
         self._noted: set[tuple[str, float]] = set()  # (codec, CBR) pairs already noted as not filling the budget
+        self._paths: dict[LinkVariant, LinkPath] = {}
+        from channels.registry import parse_channel_spec
+
+        self._fading = parse_channel_spec(cfg.channel)[0] != "awgn"  # rows carry the channel state
 
     def codec(self, spec: str) -> Codec:
         if spec not in self._codecs:
@@ -197,8 +209,20 @@ class Engine:
 
     @property
     def channel_label(self) -> str:
-        """The ``channel`` column: the channel spec, plus the equaliser when it is not the default MMSE."""
-        return self.cfg.channel + ("" if self.cfg.equalizer == "mmse" else f" ({self.cfg.equalizer.upper()})")
+        """The ``channel`` column of the default link: the channel spec, plus the equaliser when it is not the
+        default MMSE."""
+        return channel_column(self.cfg.channel, self.cfg.equalizer)
+
+    @property
+    def links(self) -> list[tuple[LinkVariant, str]]:
+        """Every link variant of the sweep (``lrisc_sim.link``) with its ``channel`` column: the default link's
+        label plus the variant's suffix, e.g. ``rayleigh-block [CSI ls:2]``."""
+        return [(v, channel_column(self.cfg.channel, self.cfg.equalizer, v)) for v in self.cfg.link_variants()]
+
+    def link_path(self, variant: LinkVariant) -> LinkPath:
+        if variant not in self._paths:
+            self._paths[variant] = LinkPath(variant, self.channel)
+        return self._paths[variant]
 
     def describe_codecs(self) -> list[str]:
         """One line per codec of the sweep: which coder, checkpoint or external tool produced its rows (codecs
@@ -208,7 +232,7 @@ class Engine:
     def plan(self, items: Sequence[Item], done: set[tuple]) -> Plan:
         """Tasks for every (codec, CBR, batch) with at least one missing row; finished points are skipped. The plan
         is sized first (a grid over ``MAX_IMAGE_POINTS`` is refused with its count) and built lazily (``Plan``)."""
-        return Plan(self.cfg, self.channel_label, items, done)
+        return Plan(self.cfg, self.channel_label, items, done, self.links)
 
     def points_per_decode(self, codec: Codec, b: int, hw: tuple[int, int]) -> int:
         """How many (SNR, trial) points of ``b`` images of padded size ``hw`` go into one decode call: 1 unless the
@@ -235,6 +259,9 @@ class Engine:
         ids = [it.id for it in task.items]
         cbr = float(task.cbr)
         needs_snr = encoder_needs_snr(codec, self.charge)
+        variant = task.variant
+        path = self.link_path(variant)
+        states: dict[tuple[float, int], LinkState] = {}  # per point: the longest transmission's state
         realizations: dict[int, Realization] = {}  # made when first used; bounded (a plan may have 10^6 trials)
 
         def realization(trial: int) -> Realization:
@@ -255,15 +282,18 @@ class Engine:
         def transmit(enc: Encoded, snr: float, trial: int) -> Received:
             nonlocal t_ch
             c0 = time.perf_counter()
-            rx = send_checked(self.channel, self.cfg.channel, enc, float(snr), realization(trial), self.cfg.equalizer,
-                              ids, trial)
+            rx, state = send_checked(self.channel, self.cfg.channel, enc, float(snr), realization(trial),
+                                     self.cfg.equalizer, ids, trial, path)
+            before = states.get((snr, trial))
+            if before is None or state.h_true.shape[1] >= before.h_true.shape[1]:
+                states[(snr, trial)] = state
             t_ch += time.perf_counter() - c0
             return rx
 
         for start in range(0, len(task.points), per):
             chunk = task.points[start : start + per]
             t0 = time.perf_counter()
-            keys = list(dict.fromkeys(snr if needs_snr else None for snr, _ in chunk))
+            keys = list(dict.fromkeys(variant.told(snr) if needs_snr else None for snr, _ in chunk))
             for key in [k for k in encoded if k not in keys]:
                 del encoded[key]  # only the encodings of this chunk's SNRs alive at a time
             for key in keys:
@@ -281,10 +311,10 @@ class Engine:
                     enc, ctx = encoded[keys[0]]
                     dec, used = codec.run(enc, lambda e: transmit(e, snr, trial), ctx)
                     if used is not enc:  # e.g. the winning MCS of an envelope: the rules hold for what was sent
-                        check_encoded(task.codec, used, ctx, cbr, ids, snr_db=snr)
+                        check_encoded(task.codec, used, ctx, cbr, ids, snr_db=variant.told(snr))
                     outs = [(dec, used)]
                 else:
-                    parts = [encoded[snr if needs_snr else None] for snr, _ in chunk]
+                    parts = [encoded[variant.told(snr) if needs_snr else None] for snr, _ in chunk]
                     merged = codec.concat_encoded([e for e, _ in parts])
                     snrs = [c.snr_db for _, c in parts]
                     ctx = Context(hw, self.charge, torch.cat(snrs) if needs_snr else None)
@@ -302,11 +332,13 @@ class Engine:
             tim["decode"] += (t2 - t1) - t_ch
             spent = (t2 - t0) / len(chunk)  # encode, channel and decode time of one point
             for (snr, trial), (dec, enc_used) in zip(chunk, outs):
-                yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent, codec)
+                yield self._rows(task, snr, trial, dec, enc_used, x0, reference, spent, codec,
+                                 states.pop((snr, trial), None))
 
     def _rows(self, task: Task, snr: float, trial: int, dec: Decoded, enc_used: Encoded, x0: torch.Tensor,
-              reference, spent: float, codec: Codec | None = None) -> list[Row]:
-        """The rows of one point from its decoded batch: metrics, CBR split and info columns."""
+              reference, spent: float, codec: Codec | None = None, state: LinkState | None = None) -> list[Row]:
+        """The rows of one point from its decoded batch: metrics, CBR split and info columns (with the link's
+        channel state, ``lrisc_sim.link.row_state``)."""
         tim = self.timings[task.codec]
         ids = [it.id for it in task.items]
         hw = tuple(x0.shape[-2:])
@@ -320,15 +352,17 @@ class Engine:
         except ImageTooSmall as e:
             raise ImageTooSmall(f"{_which(ids, hw)}: {e}") from None
         t3 = time.perf_counter()
-        rep = cbr_report(enc_used, hw, self.charge, snr)
+        rep = cbr_report(enc_used, hw, self.charge, task.variant.told(snr))
         self._note_underfill(task, enc_used, rep)
         tim["metrics"] += t3 - t2
         per_img = (spent + t3 - t2) / len(ids)
-        info = {**enc_used.info, **dec.info}
+        info = {**enc_used.info, **dec.info,
+                **row_state(task.variant, state, enc_used.length, snr, self._fading, dec.ok, 3 * hw[0] * hw[1])}
+        label = channel_column(self.cfg.channel, self.cfg.equalizer, task.variant)
         rows = []
         for i, img in enumerate(ids):
             rows.append(Row(
-                codec=task.codec, cbr_target=cbr, snr_db=float(snr), channel=self.channel_label, trial=trial,
+                codec=task.codec, cbr_target=cbr, snr_db=float(snr), channel=label, trial=trial,
                 image=img, cbr_payload=float(rep["cbr_payload"][i]), cbr_side=float(rep["cbr_side"][i]),
                 cbr_total=float(rep["cbr_total"][i]),
                 **{m: float(mets[m][i]) if m in mets else float("nan") for m in METRIC_NAMES},
@@ -397,20 +431,25 @@ def codec_errors(spec: str, stage: str, cbr: float, ids: Sequence[str], snr_db: 
 
 
 def send_checked(channel: Channel, spec: str, enc: Encoded, snr_db: float, realization: Realization,
-                 equalizer: str, ids: Sequence[str], trial: int | None = None) -> Received:
-    """``equalize(channel(enc.symbols, snr_db, realization), equalizer)`` with the channel's faults named:
-    an exception inside the channel becomes a one-line ``ChannelError`` naming ``spec``, and its outputs are
-    checked (``link_rules.check_channel``: shapes, finite values, no zero gain under ZF)."""
+                 equalizer: str, ids: Sequence[str], trial: int | None = None, link: LinkPath | None = None
+                 ) -> tuple[Received, LinkState]:
+    """The one place symbols enter the channel: ``equalize(channel(enc.symbols, snr_db, realization), equalizer)``
+    through the ``link`` (``lrisc_sim.link.LinkPath``: constellation, pilots and estimated CSI, the told SNR; None:
+    the default link), with the channel's faults named: an exception inside the channel becomes a one-line
+    ``ChannelError`` naming ``spec``, and its outputs are checked (``link_rules.check_channel``: shapes, finite
+    values, no zero gain under ZF). Returns the ``Received`` and the transmission's ``LinkState``."""
+    if link is None:
+        link = LinkPath(LinkVariant(), channel)
     try:
-        out = channel(enc.symbols, snr_db, realization)
+        sent, out, believed, state = link.send(enc.symbols, enc.length, snr_db, realization)
     except Exception as e:
         err = wrap_channel_error(spec, e, ids, snr_db, trial)
         if err is e:
             raise
         raise err from e
-    rx = equalize(out, equalizer)
-    check_channel(spec, out, rx, enc.symbols, equalizer, ids, snr_db)
-    return rx
+    rx = equalize(believed, equalizer)
+    check_channel(spec, out, rx, sent, equalizer, ids, snr_db)
+    return rx, state
 
 
 def _which(ids: Sequence[str], hw: tuple[int, int]) -> str:

@@ -18,6 +18,9 @@ Schema (every key optional unless marked; unknown keys are errors)::
     [channel]
     model = "awgn"                    # any spec of `lrisc-sim channels`
     equalizer = "mmse"                # mmse | zf
+    csi = ["perfect", "ls:2"]         # link axes (lrisc_sim.link), a value or a list each: receiver CSI,
+    design_snr = ["channel", 10]      # the SNR the codecs are told ("channel": the channel's),
+    constellation = ["none", "qam16"] # the transmitted symbols' constellation
 
     [grid]                            # required for kind = "sweep"
     snr = "0:15:5"                    # the CLI grammar, or a list of numbers
@@ -53,7 +56,7 @@ from lrisc_sim.sweep_config import TOML_KEYS, ConfigError, SweepConfig
 
 TOP_KEYS = {"name", "title", "kind", "out", "dataset", "limit", "seed", "trials", "batch_size", "metrics",
             "side_charge", "channel", "grid", "codecs", "visual", "description", "compare"}
-CHANNEL_KEYS = {"model", "equalizer"}
+CHANNEL_KEYS = {"model", "equalizer", "csi", "design_snr", "constellation"}
 GRID_KEYS = {"snr", "cbr"}
 VISUAL_KEYS = {"image", "snr", "cbr"}
 
@@ -106,6 +109,11 @@ def _codec_options(file: Path, i: int, spec: str, opts: dict) -> None:
         raise ExperimentError(f"{file}: key 'codecs[{i}].{key}': {e.problem}") from None
     except (UnknownCodecError, PluginError) as e:
         raise ExperimentError(f"{file}: key 'codecs[{i}].spec': {e}") from None
+
+
+def _axis(value) -> list:
+    """A link axis of ``[channel]``: one value or a list (checked by ``SweepConfig.validate``)."""
+    return list(value) if isinstance(value, list) else [value]
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -181,7 +189,9 @@ def load_experiment(path: str | Path) -> Experiment:
     sweep = SweepConfig(codecs=specs, snr_db=snr, cbr=cbr, channel=ch.get("model", "awgn"),
                         equalizer=ch.get("equalizer", "mmse"), dataset=dataset, limit=d.get("limit"),
                         trials=d.get("trials", 1), seed=d.get("seed", 0), batch_size=d.get("batch_size", 4),
-                        metrics=tuple(metrics), side_charge=d.get("side_charge", "fixed"), codec_options=options)
+                        metrics=tuple(metrics), side_charge=d.get("side_charge", "fixed"), codec_options=options,
+                        csi=_axis(ch.get("csi", "perfect")), design_snr=_axis(ch.get("design_snr", "channel")),
+                        constellation=_axis(ch.get("constellation", "none")))
     try:
         sweep.validate()
     except ConfigError as e:

@@ -123,7 +123,27 @@ def union_grid(old: dict, cfg) -> dict:
     cbrs = [str(c) for c in (old.get("cbr") or [])]
     have = {round(_cbr_value(c), 12) for c in cbrs}
     cbrs += [cbr_label(c) for c in cfg.cbr if round(float(c), 12) not in have]
-    return {"codecs": codecs, "snr_db": snrs, "cbr": cbrs, "trials": max(int(old.get("trials") or 0), cfg.trials)}
+    grid = {"codecs": codecs, "snr_db": snrs, "cbr": cbrs, "trials": max(int(old.get("trials") or 0), cfg.trials)}
+    for axis, default in LINK_AXES:  # a folder made before the link axes holds the default link
+        have = list(old.get(axis) or [default]) if old else []
+        canon = {_link_value(axis, v) for v in have}
+        grid[axis] = have + [v for v in getattr(cfg, axis) if _link_value(axis, v) not in canon]
+    return grid
+
+
+#: the link axes (``lrisc_sim.link``) and their default value: grid-like, a new value extends a folder
+LINK_AXES = (("csi", "perfect"), ("design_snr", None), ("constellation", "none"))
+LINK_WORDS = {"csi": "CSI value", "design_snr": "design SNR", "constellation": "constellation"}
+
+
+def _link_value(axis: str, v):
+    from lrisc_sim import link
+
+    try:
+        return {"csi": link.canonical_csi, "design_snr": link.canonical_design_snr,
+                "constellation": link.canonical_constellation}[axis](v)
+    except ValueError:
+        return v
 
 
 def extension(old: dict, cfg) -> list[str]:
@@ -142,6 +162,11 @@ def extension(old: dict, cfg) -> list[str]:
     new_codecs = u["codecs"][len(old["codecs"]):]
     if new_codecs:
         add.append(f"+{len(new_codecs)} codec{'s' if len(new_codecs) > 1 else ''} ({', '.join(new_codecs)})")
+    for axis, default in LINK_AXES:
+        new = u[axis][len(old.get(axis) or [default]):]
+        if new:
+            add.append(f"+{len(new)} {LINK_WORDS[axis]}{'s' if len(new) > 1 else ''} "
+                       f"({', '.join('channel' if v is None else str(v) for v in new)})")
     n = u["trials"] - int(old.get("trials") or 0)
     if n > 0 and old.get("trials"):
         add.append(f"+{n} trial{'s' if n > 1 else ''}")

@@ -298,10 +298,31 @@ def _init_path(recipe: Recipe, i: int, rdir: Path) -> Path | None:
             raise RecipeError(f"{recipe.path}: stage {recipe.stages[i].name} starts from stage "
                               f"{recipe.stages[i - 1].name}, whose export {prev} does not exist: run that stage first")
         return prev
+    if "#" in init:  # another recipe's finished stage: "recipes/lrisc_small.toml#3"
+        return _stage_of(recipe, recipe.stages[i].name, init)
     p = Path(init)
     if not p.is_file():
         raise RecipeError(f"{recipe.path}: stage {recipe.stages[i].name}: init {p} not found")
     return p
+
+
+def _stage_of(recipe: Recipe, stage: str, init: str) -> Path:
+    """The final export of stage ``S`` of another recipe, ``init = "OTHER.toml#S"`` (a branch from a stage of a
+    longer run, e.g. the perceptual LRISC from the end-to-end stage of ``recipes/lrisc_small.toml``); a one-line
+    ``RecipeError`` naming the command that makes it when it is not there."""
+    file, _, name = init.rpartition("#")
+    other = load_recipe(file)
+    names = [s.name for s in other.stages]
+    if name not in names:
+        raise RecipeError(f"{recipe.path}: stage {stage}: init {init!r}: {file} has no stage {name!r} "
+                          f"(stages: {', '.join(names)})")
+    st = other.stages[names.index(name)]
+    export = run_dir(other) / f"{name}.safetensors"
+    if not _done(export, st.steps):
+        raise RecipeError(f"{recipe.path}: stage {stage} starts from stage {name} of {file}, which is not finished "
+                          f"here ({export}); run 'lrisc-sim train {file} --stage {name}' first (or the stages up to "
+                          "it)")
+    return export
 
 
 def _continue_source(export: Path, carried: Path | None) -> Path | None:

@@ -43,11 +43,13 @@ CODECS: dict[str, CodecEntry] = {
         CodecEntry("deepjscc-adaptive", "baselines.deepjscc_adaptive:make_deepjscc_adaptive",
                    "SNR-adaptive DeepJSCC (ADJSCC-style SNR attention modules): one model for every SNR"),
         CodecEntry("bpg-ldpc", "baselines.digital.codecs:make_bpg_ldpc",
-                   "BPG (or HEVC-intra) + 5G LDPC + QAM; best-MCS envelope, or ':MCS' for one MCS"),
+                   "BPG (or HEVC-intra) + 5G LDPC + QAM; genie best-MCS envelope, ':MCS' for one MCS, ':adaptive' for "
+                   "the MCS chosen from the told SNR"),
         CodecEntry("bpg-capacity", "baselines.digital.codecs:make_bpg_capacity",
                    "BPG (or HEVC-intra) at the capacity budget k log2(1+SNR), error-free (separation bound)"),
         CodecEntry("jpeg2000-ldpc", "baselines.digital.codecs:make_j2k_ldpc",
-                   "JPEG2000 + 5G LDPC + QAM; best-MCS envelope, or ':MCS' for one MCS"),
+                   "JPEG2000 + 5G LDPC + QAM; genie best-MCS envelope, ':MCS' for one MCS, ':adaptive' for the MCS "
+                   "chosen from the told SNR"),
         CodecEntry("jpeg2000-capacity", "baselines.digital.codecs:make_j2k_capacity",
                    "JPEG2000 at the capacity budget (separation bound)"),
         CodecEntry("lrisc", "lrisc_sim.lrisc.codec:make_lrisc",

@@ -284,8 +284,31 @@ def summarize(df):
         for m in METRICS:
             iv = nested_interval(g[m].to_numpy(dtype=float), images, m)
             r[m], r[f"{m}_ci95"], r[f"{m}_lo"], r[f"{m}_hi"] = iv.mean, iv.half, iv.lo, iv.hi
+        r.update(_state_means(g))
         rows.append(r)
     return pd.DataFrame(rows)
+
+
+def _state_means(g) -> dict[str, float]:
+    """The link's channel state (``lrisc_sim.link.STATE_KEYS`` in the rows' ``info``) averaged over a point's rows:
+    ``h2``, ``snr_inst_db``, ``csi_nmse``, ``cbr_pilot``, ``sqnr_db``, ``design_snr_db`` and ``outage`` (the
+    share of rows in outage); keys no row of the point has are left out (the column is then empty)."""
+    from lrisc_sim.link import STATE_KEYS
+
+    if "info" not in g:
+        return {}
+    vals: dict[str, list[float]] = {}
+    for cell in g["info"]:
+        if not isinstance(cell, str) or not cell.startswith("{"):
+            continue
+        d = json.loads(cell)
+        for k in STATE_KEYS:
+            if k in d:
+                try:
+                    vals.setdefault(k, []).append(float(d[k]))
+                except (TypeError, ValueError):
+                    pass
+    return {k: float(np.mean(v)) for k, v in vals.items() if v}
 
 
 def format_summary(summary, cbr_label=None) -> str:

@@ -24,13 +24,15 @@ FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--c
          "dataset": "--dataset", "limit": "--limit", "trials": "--trials", "seed": "--seed",
          "batch_size": "--batch-size", "device": "--device", "metrics": "--metrics", "side_charge": "--side-charge",
          "codec_options": "--checkpoint", "decode_batch": "--decode-batch", "out": "--out", "executor": "--executor",
-         "ray_address": "--ray-address", "redo": "--redo"}
+         "ray_address": "--ray-address", "redo": "--redo", "csi": "--csi", "design_snr": "--design-snr",
+         "constellation": "--constellation"}
 #: The experiment-file key of each field (``experiments/*.toml``).
 TOML_KEYS = {"codecs": "codecs[{i}].spec", "snr_db": "grid.snr", "cbr": "grid.cbr", "channel": "channel.model",
              "equalizer": "channel.equalizer", "dataset": "dataset", "limit": "limit", "trials": "trials",
              "seed": "seed", "batch_size": "batch_size", "device": "device", "metrics": "metrics",
              "side_charge": "side_charge", "codec_options": "codecs[{i}].{key}", "decode_batch": "decode_batch",
-             "out": "out"}
+             "out": "out", "csi": "channel.csi", "design_snr": "channel.design_snr",
+             "constellation": "channel.constellation"}
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,16 @@ class SweepConfig:
     side_charge: str = "fixed"
     codec_options: dict[str, dict] = field(default_factory=dict)
     decode_batch: int | None = None  # rows (images x points) per decode call; None: DECODE_PIXELS of the device
+    # the link axes (lrisc_sim.link): every combination is a variant with its own channel column
+    csi: list[str] = field(default_factory=lambda: ["perfect"])  # perfect | ls:P | lmmse:P
+    design_snr: list[float | None] = field(default_factory=lambda: [None])  # None ("channel"): told the channel SNR
+    constellation: list[str] = field(default_factory=lambda: ["none"])  # none | qamM | pskM | bpsk | qpsk
+
+    def link_variants(self) -> list:
+        """The ``lrisc_sim.link.LinkVariant`` of every combination of the link axes (canonical values)."""
+        from lrisc_sim.link import variants
+
+        return variants(self.csi, self.design_snr, self.constellation)
 
     def validate(self) -> SweepConfig:
         """Check every field (types, ranges, names of codecs, channel and metrics, checkpoints); return self or
@@ -130,6 +142,7 @@ class SweepConfig:
             _check_channel_object(ch_name)
         except ValueError as e:
             raise ConfigError("channel", self.channel, str(e)) from None
+        _link_axes(self)
         if self.equalizer not in EQUALIZERS:
             raise ConfigError("equalizer", self.equalizer, f"unknown equaliser {self.equalizer!r}: use mmse or zf")
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -172,6 +185,36 @@ class SweepConfig:
             except ValueError as e:
                 raise ConfigError("codec_options", c, str(e), i, key="checkpoint") from None
         return self
+
+
+def _link_axes(cfg: SweepConfig) -> None:
+    """Check the link axes (``csi``, ``design_snr``, ``constellation``): non-empty lists of valid, distinct values,
+    and pilots that fit the channel's coherence blocks."""
+    from lrisc_sim.link import canonical_constellation, canonical_csi, canonical_design_snr
+
+    for name, canon, example in (("csi", canonical_csi, "perfect,ls:2"),
+                                 ("design_snr", canonical_design_snr, "channel,10"),
+                                 ("constellation", canonical_constellation, "none,qam16,qam64")):
+        values = getattr(cfg, name)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(name, values, f"give at least one value, e.g. {example}")
+        seen: dict = {}
+        for v in values:
+            try:
+                c = canon(v)
+            except ValueError as e:
+                raise ConfigError(name, v, str(e)) from None
+            if c in seen:
+                raise ConfigError(name, [seen[c], v], f"{seen[c]} and {v} are the same value; give each once",
+                                  show_value=True)
+            seen[c] = v
+    from lrisc_sim.link import check_csi
+
+    for c in cfg.csi:
+        try:
+            check_csi(c, cfg.channel)
+        except ValueError as e:
+            raise ConfigError("csi", c, str(e)) from None
 
 
 def _check_channel_object(name: str) -> None:

@@ -233,12 +233,16 @@ MAX_RUNS = 50  # earlier runs' provenance records kept in config.json
 
 
 def rows_of(df, cfg: SweepConfig):
-    """The rows of ``df`` (a folder's ``results.csv``) that belong to the grid of ``cfg``: its codecs, CBRs, SNRs
-    and trials (the folder may hold more after an extension). Images need no filter: a folder has one image list."""
+    """The rows of ``df`` (a folder's ``results.csv``) that belong to the grid of ``cfg``: its codecs, CBRs, SNRs,
+    trials and link variants (the folder may hold more after an extension). Images need no filter: a folder has one image list."""
     cbrs = {round(float(c), 12) for c in cfg.cbr}
     snrs = {round(float(s), 9) for s in cfg.snr_db}
+    from lrisc_sim.link import channel_column
+
+    labels = {channel_column(cfg.channel, cfg.equalizer, v) for v in cfg.link_variants()}
     keep = (df["codec"].isin(list(cfg.codecs)) & df["cbr_target"].map(lambda v: round(float(v), 12) in cbrs)
-            & df["snr_db"].map(lambda v: round(float(v), 9) in snrs) & (df["trial"] < cfg.trials))
+            & df["snr_db"].map(lambda v: round(float(v), 9) in snrs) & (df["trial"] < cfg.trials)
+            & df["channel"].isin(labels))
     return df[keep].reset_index(drop=True)
 
 

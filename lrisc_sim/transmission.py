@@ -178,7 +178,7 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     last: list[Received] = []
 
     def transmit(enc: Encoded) -> Received:  # the engine's checks of the channel (link_rules)
-        last[:] = [send_checked(ch, channel_label(ch), enc, float(snr_db), real, equalizer, ids, trial)]
+        last[:] = [send_checked(ch, channel_label(ch), enc, float(snr_db), real, equalizer, ids, trial)[0]]
         return last[0]
 
     name = codec if isinstance(codec, str) else c.name

@@ -4,6 +4,7 @@ used through entry points and ``package.module:Name`` specs, on identical channe
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import subprocess
@@ -201,3 +202,20 @@ snr = "10:20"
     df = sweep(codecs=[f"linear-jscc:checkpoint={ck}"], snr="10", cbr=1 / 12, dataset=str(photos),
                out=str(tmp_path / "sw"), metrics=("psnr",), progress=False, quiet=True)
     assert len(df) == 4 and (df["psnr"] > 10).all()
+
+
+def test_plugin_codec_and_channel_under_the_link_axes(plugin, tmp_path):
+    """The link axes apply to plugin codecs and channels as to built-in ones: estimated CSI (pilots interpolated
+    over the plugin channel's gains), a constellation and a design SNR, each variant in its own channel column."""
+    import lrisc_sim
+
+    df = lrisc_sim.sweep("pixel-repeat:4", snr="5,20", cbr="1/8", channel="phase-noise:sigma=0.02", limit=1,
+                         csi="perfect,ls:2", constellation="none,qam16", design_snr="channel,10", metrics="psnr",
+                         out=tmp_path / "link", progress=False, device="cpu")
+    assert df["channel"].nunique() == 8 and len(df) == 16
+    est = df[df["channel"].str.contains("CSI ls:2")]
+    assert all(i["cbr_pilot"] > 0 and i["csi_nmse"] >= 0 for i in map(json.loads, est["info"]))
+    q = df[df["channel"].str.contains("QAM16")]
+    assert all("sqnr_db" in i for i in map(json.loads, q["info"]))
+    plain = df[df["channel"] == "phase-noise:sigma=0.02"].set_index("snr_db").psnr
+    assert plain[20.0] > plain[5.0]

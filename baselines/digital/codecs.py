@@ -8,10 +8,16 @@ and the coder actually used is recorded per row in ``info['source_coder']``):
   :math:`k \\log_2(M) R` information bits (minus CRCs and a length header, see
   :class:`~baselines.digital.link.BlockLayout`). A failed code block, or bytes the source decoder rejects, lose
   the image: it is replaced by the fallback image (below) and ``ok = False``. Shows the cliff effect.
-* ``bpg-ldpc`` / ``jpeg2000-ldpc`` (:class:`EnvelopeCodec`): the best-MCS envelope. Every MCS of the set is
-  sent over the *same* channel realization and, per image and SNR, the one with the highest PSNR against the
-  source wins (a genie-aided link adaptation); the winner is recorded in ``info['mcs']`` (``none`` if every MCS
-  lost the image).
+* ``bpg-ldpc`` / ``jpeg2000-ldpc`` (:class:`EnvelopeCodec`): the best-MCS envelope (genie). Every MCS of the set
+  is sent over the *same* channel realization and, per image and SNR, the one with the highest PSNR against the
+  source wins (a genie-aided link adaptation: the choice knows the realization, which no transmitter does); the
+  winner is recorded in ``info['mcs']`` (``none`` if every MCS lost the image).
+* ``bpg-ldpc:adaptive`` / ``jpeg2000-ldpc:adaptive`` (:class:`AdaptiveCodec`): realistic link adaptation. The
+  transmitter is told an SNR (``ctx.snr_db``, its belief; an SNR-aware encoder) and picks, per image, the most
+  efficient MCS whose measured threshold (code block BLER 0.1 over AWGN, ``mcs_thresholds.json``, see
+  :mod:`baselines.digital.adaptation`) is at most the told SNR minus ``margin`` dB, else the most robust MCS.
+  The image is then sent exactly as the fixed-MCS codec of that MCS sends it (same bytes, symbols, decoder and
+  failure semantics): when the channel is worse than the transmitter believes, it falls off the cliff.
 * ``bpg-capacity`` / ``jpeg2000-capacity`` (:class:`CapacityCodec`): the capacity curves. Budget
   :math:`\\lfloor k \\log_2(1 + \\mathrm{SNR}) \\rfloor` bits, delivered error-free when the channel supports
   it: over fading, the image is lost when its instantaneous capacity
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,10 +62,11 @@ import numpy as np
 import torch
 
 from baselines.digital import encode_cache
+from baselines.digital.adaptation import Choice, ThresholdTable, choose_mcs
 from baselines.digital.link import BlockLayout, LDPCLink, plan_blocks, unbiased
 from baselines.digital.mcs import MCS, STANDARD_MCS, parse_mcs
 from baselines.digital.source import SourceCoder, make_source_coder, rate_match
-from channels.base import Received, equalize  # noqa: F401 (equalize: used by the doctests)
+from channels.base import ChannelOutput, Received, equalize  # noqa: F401 (equalize: used by the doctests)
 from channels.realization import Realization  # noqa: F401 (used by the doctests)
 from lrisc_sim.codec import Codec, Context, Decoded, Encoded, Option
 from lrisc_sim.metrics import psnr
@@ -310,8 +318,9 @@ class EnvelopeCodec(Codec):
         return list(self._variants)
 
     def describe(self) -> str:
-        return (f"{self.name}: best-MCS envelope over {', '.join(s.mcs.name for s in self._variants)} "
-                f"(genie choice per image and SNR); {self._variants[0].chain('QAM of the chosen MCS')}")
+        return (f"{self.name}: best-MCS envelope (genie) over {', '.join(s.mcs.name for s in self._variants)}: "
+                f"the best MCS per image and SNR, chosen knowing the realization; "
+                f"{self._variants[0].chain('QAM of the chosen MCS')}")
 
     def to(self, device: torch.device | str) -> EnvelopeCodec:
         for v in self._variants:
@@ -400,6 +409,164 @@ class EnvelopeCodec(Codec):
             p = psnr_uint8(x, d.images[..., : x.shape[-2], : x.shape[-1]])
             best = torch.maximum(best, torch.where(d.ok.cpu(), p, torch.full_like(p, -math.inf)))
         return self.combine(x, decs, encs)
+
+
+def rows_of(rx: Received, rows: Sequence[int]) -> Received:
+    """The :class:`~channels.base.Received` of the images ``rows`` of ``rx`` (every tensor sliced along dim 0)."""
+    idx = torch.as_tensor(list(rows), dtype=torch.long)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t[idx.to(t.device)]
+
+    raw = rx.raw
+    out = ChannelOutput(y=pick(raw.y), h=pick(raw.h), n0=pick(raw.n0), snr_db=pick(raw.snr_db))
+    return Received(s_hat=pick(rx.s_hat), noise_var=pick(rx.noise_var), gain=pick(rx.gain), raw=out)
+
+
+class AdaptiveCodec(Codec):
+    r"""Link adaptation from the told SNR over fixed-MCS :class:`LDPCCodec` variants (``bpg-ldpc:adaptive``).
+
+    Per image, the MCS is :func:`~baselines.digital.adaptation.choose_mcs` of the told SNR ``ctx.snr_db[b]``
+    (the transmitter's belief, not the realization) for the image's budget :math:`k` = ``ctx.budget(cbr)``: the
+    most efficient MCS whose threshold :math:`\gamma_\mathrm{MCS}(K)` (code block BLER target over AWGN, at the
+    block length of its layout) is at most the told SNR minus ``margin`` dB, else the most robust MCS. The images
+    of each chosen MCS are then encoded and decoded by that MCS's :class:`LDPCCodec`, so an image is, bit for
+    bit, what the fixed-MCS codec of its MCS gives on the same realization (the same lost-image semantics).
+
+    :param variants: the fixed-MCS codecs (the candidate set, any order).
+    :param name: the codec name (``bpg-ldpc:adaptive``).
+    :param table: the :class:`~baselines.digital.adaptation.ThresholdTable` (must hold every variant's MCS).
+    :param margin: dB subtracted from the told SNR before the comparison (default 0).
+
+    :input x, cbr, ctx (encode): [B, 3, H, W] `torch.float32` in [0, 1], the target CBR; ``ctx.snr_db`` [B] is
+        required (SNR-aware encoder: the engine encodes once per SNR).
+    :output (encode): :class:`~lrisc_sim.codec.Encoded`: ``symbols`` [B, max length] `torch.complex64`, row b
+        the chosen MCS's symbols then zeros; ``length``, ``side_bits`` (0) and ``info`` of the chosen MCS's codec
+        per image, plus ``mcs`` (the chosen MCS), ``told_snr_db``, ``mcs_threshold_db`` (its threshold at its
+        block length) and ``mcs_qualified`` (False: no MCS qualified, the most robust one was sent).
+    :input rx (decode): :class:`~channels.base.Received` of those symbols.
+    :output (decode): :class:`~lrisc_sim.codec.Decoded` with ``info['blocks_failed']`` and ``info['mcs']``.
+
+    .. rubric:: Examples
+
+    >>> from channels.awgn import AWGN
+    >>> codec = make_j2k_ldpc("adaptive")
+    >>> x = torch.linspace(0, 1, 64 * 64).reshape(1, 1, 64, 64).expand(1, 3, 64, 64)
+    >>> enc = codec.encode(x, 1 / 4, Context.of(x, snr_db=torch.tensor([4.0])))  # told 4 dB
+    >>> enc.info["mcs"], enc.info["mcs_qualified"]
+    (['qpsk-2/3'], [True])
+    >>> [bool(codec.decode(equalize(AWGN()(enc.symbols, snr, Realization(0, ["a"], 0))), enc).ok[0])
+    ...  for snr in (4.0, 1.0)]  # the channel as told, then 3 dB worse: the cliff
+    [True, False]
+    """
+
+    multiple = 1
+    snr_aware_encoder = True
+
+    def __init__(self, variants: Sequence[LDPCCodec], name: str, table: ThresholdTable, margin: float = 0.0):
+        if not variants:
+            raise ValueError("link adaptation needs at least one MCS")
+        if not math.isfinite(float(margin)):
+            raise ValueError(f"margin must be a finite number of dB, got {margin}")
+        self._variants = sorted(variants, key=lambda v: (v.mcs.efficiency, v.mcs.bits_per_symbol))
+        for v in self._variants:
+            table.lengths(v.mcs)  # every MCS must be in the table: a one-line ValueError with the fix if not
+            v.sibling_mcs = ()  # one MCS per image: no other budgets to prepare
+        self.name = name
+        self.table = table
+        self.margin = float(margin)
+        link = self._variants[0].link_options
+        measured = {k: table.link.get(k) for k in ("num_iter", "demapping")}
+        if any(v is not None and v != link[k] for k, v in measured.items()):
+            warnings.warn(f"{name}: the MCS thresholds were measured with {measured}, the link runs with "
+                          f"num_iter={link['num_iter']}, demapping={link['demapping']}; the thresholds do not "
+                          f"apply exactly (measure them again with 'python -m baselines.digital.adaptation --write')",
+                          stacklevel=2)
+
+    def variants(self) -> list[LDPCCodec]:
+        """The fixed-MCS codecs, most robust (lowest spectral efficiency) first."""
+        return list(self._variants)
+
+    def describe(self) -> str:
+        m = f", margin {self.margin:g} dB" if self.margin else ""
+        return (f"{self.name}: link adaptation from the told SNR over {', '.join(v.mcs.name for v in self._variants)}"
+                f" ({self.table.describe()}{m}; the most robust MCS when none qualifies); "
+                f"{self._variants[0].chain('QAM of the chosen MCS')}")
+
+    def to(self, device: torch.device | str) -> AdaptiveCodec:
+        for v in self._variants:
+            v.to(device)
+        return self
+
+    def choose(self, snr_db: torch.Tensor, uses: int) -> list[Choice]:
+        """Per image, the :class:`~baselines.digital.adaptation.Choice` for told SNRs ``snr_db`` [B] (dB) and a
+        budget of ``uses`` channel uses."""
+        cands = [v.mcs for v in self._variants]
+        memo: dict[float, Choice] = {}
+        out = []
+        for s in snr_db.detach().double().cpu().tolist():
+            if s not in memo:
+                memo[s] = choose_mcs(self.table, cands, uses, s, self.margin)
+            out.append(memo[s])
+        return out
+
+    def encode(self, x: torch.Tensor, cbr: float, ctx: Context | None = None) -> Encoded:
+        ctx = ctx or Context.of(x)
+        b = x.shape[0]
+        if ctx.snr_db is None:
+            raise ValueError(f"{self.name} chooses its MCS from the SNR it is told: give Context(snr_db=...) "
+                             "(the engine does for SNR-aware encoders)")
+        told = torch.as_tensor(ctx.snr_db).flatten()
+        told = told.expand(b) if told.numel() == 1 else told
+        if told.numel() != b:
+            raise ValueError(f"ctx.snr_db has {told.numel()} values for a batch of {b} images: give one per image")
+        snr = told.detach().double().cpu()
+        choices = self.choose(snr, ctx.budget(cbr))
+        index = {v.mcs: j for j, v in enumerate(self._variants)}
+        groups: list[tuple[int, list[int], Encoded]] = []
+        for j, v in enumerate(self._variants):
+            rows = [i for i, c in enumerate(choices) if index[c.mcs] == j]
+            if not rows:
+                continue
+            sub = Context(hw=ctx.hw, side_charge=ctx.side_charge, snr_db=told[torch.as_tensor(rows).to(told.device)])
+            groups.append((j, rows, v.encode(x[rows], cbr, sub)))
+        width = max(e.symbols.shape[1] for _, _, e in groups)
+        symbols = torch.zeros(b, width, dtype=torch.complex64, device=x.device)
+        length = torch.zeros(b, dtype=torch.int64, device=x.device)
+        side = torch.zeros(b, device=x.device)
+        info: dict[str, list] = {key: [None] * b for key in groups[0][2].info}
+        for _, rows, e in groups:
+            r = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+            symbols[r, : e.symbols.shape[1]] = e.symbols
+            length[r] = e.length.to(x.device)
+            side[r] = e.side_bits.to(x.device)
+            for key, vals in e.info.items():
+                for i, val in zip(rows, vals):
+                    info[key][i] = val
+        info["told_snr_db"] = [round(float(s), 4) for s in snr.tolist()]
+        info["mcs_threshold_db"] = [round(c.threshold_db, 4) if math.isfinite(c.threshold_db) else None
+                                    for c in choices]
+        info["mcs_qualified"] = [bool(c.qualified) for c in choices]
+        return Encoded(symbols=symbols, length=length, side_bits=side, state={"groups": groups}, info=info)
+
+    def decode(self, rx: Received, enc: Encoded, ctx: Context | None = None) -> Decoded:
+        groups = enc.state["groups"]
+        b = enc.symbols.shape[0]
+        images: torch.Tensor | None = None
+        ok = torch.zeros(b, dtype=torch.bool)
+        info: dict[str, list] = {"mcs": list(enc.info["mcs"])}
+        for j, rows, e in groups:
+            d = self._variants[j].decode(rows_of(rx, rows), e)
+            if images is None:
+                images = torch.empty((b, *d.images.shape[1:]), dtype=d.images.dtype, device=d.images.device)
+            r = torch.as_tensor(rows, dtype=torch.long)
+            images[r.to(images.device)] = d.images
+            ok[r] = d.ok.cpu()
+            for key, vals in d.info.items():
+                col = info.setdefault(key, [None] * b)
+                for i, val in zip(rows, vals):
+                    col[i] = val
+        return Decoded(images=images, ok=ok.to(images.device), info=info)
 
 
 class CapacityCodec(SeparationCodec):
@@ -496,7 +663,14 @@ LDPC_OPTIONS = SOURCE_OPTIONS + (
     Option("stop_on_failure", "bool", True, "stop an image's blocks at its first failed block"),
     Option("demapping", "str", "app", "QAM demapper: exact APP or max-log", choices=("app", "maxlog")),
     Option("prune", "bool", True, "envelope: skip MCSs that cannot beat a cheaper one"),
-    Option("mcs", "str", None, "envelope: comma list of MCSs (default the standard six), e.g. qpsk-1/2,16qam-1/2"))
+    Option("mcs", "str", None, "envelope and adaptive: comma list of MCSs (default the standard six), e.g. "
+           "qpsk-1/2,16qam-1/2"),
+    Option("margin", "float", 0.0, "adaptive: dB subtracted from the told SNR before comparing it with the MCS "
+           "thresholds", low=-30, high=30),
+    Option("thresholds", "path", None, "adaptive: MCS threshold table (default the shipped mcs_thresholds.json, "
+           "written by python -m baselines.digital.adaptation --write)"))
+#: options that only the adaptive codec (ARG ``adaptive``) takes
+_ADAPTIVE_OPTIONS = ("margin", "thresholds")
 
 
 def _check_options(options: dict, allowed: Sequence[str], what: str) -> None:
@@ -518,12 +692,24 @@ def _parse_mcs_list(text: str | Sequence[str] | None) -> list[MCS]:
 
 
 def _ldpc_factory(prefix: str, default_source: str, arg: str | None, options: dict) -> Codec:
-    _check_options(options, _SOURCE_OPTIONS + _LINK_OPTIONS + ("prune", "mcs"), f"{prefix}-ldpc")
+    _check_options(options, _SOURCE_OPTIONS + _LINK_OPTIONS + ("prune", "mcs") + _ADAPTIVE_OPTIONS, f"{prefix}-ldpc")
+    adaptive = bool(arg) and arg.strip().lower() == "adaptive"
+    extra = sorted(k for k in _ADAPTIVE_OPTIONS if k in options)
+    if extra and not adaptive:
+        raise TypeError(f"option(s) {', '.join(extra)} apply only to link adaptation: use {prefix}-ldpc:adaptive")
     source = _source(default_source, options)
     link = {k: options[k] for k in _LINK_OPTIONS if k in options}
     device = options.get("device", "cpu")
+    if adaptive:
+        variants = [LDPCCodec(m, source, prefix, device=device, **link) for m in _parse_mcs_list(options.get("mcs"))]
+        return AdaptiveCodec(variants, f"{prefix}-ldpc:adaptive", ThresholdTable.load(options.get("thresholds")),
+                             margin=float(options.get("margin", 0.0)))
     if arg:
-        return LDPCCodec(parse_mcs(arg), source, prefix, device=device, **link)
+        try:
+            mcs = parse_mcs(arg)
+        except ValueError as e:
+            raise ValueError(f"{e}; or write {prefix}-ldpc:adaptive for link adaptation") from None
+        return LDPCCodec(mcs, source, prefix, device=device, **link)
     variants = [LDPCCodec(m, source, prefix, device=device, **link) for m in _parse_mcs_list(options.get("mcs"))]
     return EnvelopeCodec(variants, f"{prefix}-ldpc", prune=bool(options.get("prune", True)))
 
@@ -536,15 +722,18 @@ def _capacity_factory(prefix: str, default_source: str, arg: str | None, options
                          device=options.get("device", "cpu"))
 
 
-@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2 (default: the best-MCS envelope)")
+@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2, or adaptive (MCS from the told SNR); default: the "
+                                "genie best-MCS envelope")
 def make_bpg_ldpc(arg: str | None = None, **options) -> Codec:
-    """``bpg-ldpc`` (best-MCS envelope) or ``bpg-ldpc:MCS`` (one MCS, e.g. ``16qam-1/2``).
+    """``bpg-ldpc`` (genie best-MCS envelope), ``bpg-ldpc:MCS`` (one MCS, e.g. ``16qam-1/2``) or
+    ``bpg-ldpc:adaptive`` (link adaptation from the told SNR, :class:`AdaptiveCodec`).
 
     Options: ``source`` (``auto``: bpgenc if found, else HEVC-intra via pillow-heif; ``bpg``; ``hevc``),
     ``bpgenc``/``bpgdec`` paths, ``bpg_level`` (bpgenc ``-m``), ``hevc_preset`` (x265 preset, default slow),
     ``num_iter`` (20), ``decode_batch`` (None: about 64 k coded bits per call), ``early_stop`` (True),
-    ``stop_on_failure`` (True), ``demapping`` (``app``), ``prune`` (True)
-    and ``mcs`` (comma list for the envelope; default the standard six), ``device``.
+    ``stop_on_failure`` (True), ``demapping`` (``app``), ``prune`` (True), ``mcs`` (comma list for the
+    envelope and the adaptive codec; default the standard six), ``margin`` (adaptive: dB, default 0),
+    ``thresholds`` (adaptive: the threshold table, default the shipped one), ``device``.
     """
     return _ldpc_factory("bpg", "auto", arg, options)
 
@@ -556,9 +745,11 @@ def make_bpg_capacity(arg: str | None = None, **options) -> Codec:
     return _capacity_factory("bpg", "auto", arg, options)
 
 
-@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2 (default: the best-MCS envelope)")
+@codec_factory(LDPC_OPTIONS, arg="one MCS, e.g. 16qam-1/2, or adaptive (MCS from the told SNR); default: the "
+                                "genie best-MCS envelope")
 def make_j2k_ldpc(arg: str | None = None, **options) -> Codec:
-    """``jpeg2000-ldpc`` (envelope) or ``jpeg2000-ldpc:MCS``; options as :func:`make_bpg_ldpc`."""
+    """``jpeg2000-ldpc`` (genie envelope), ``jpeg2000-ldpc:MCS`` or ``jpeg2000-ldpc:adaptive``; options as
+    :func:`make_bpg_ldpc`."""
     return _ldpc_factory("jpeg2000", "jpeg2000", arg, options)
 
 
