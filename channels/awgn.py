@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from channels.base import Channel
+from channels.base import Channel, PilotStructure
 from channels.realization import Realization
 
 
@@ -28,3 +28,7 @@ class AWGN(Channel):
 
     def gains(self, realization: Realization, k: int) -> torch.Tensor:
         return torch.ones(len(realization), k, dtype=torch.complex64, device=realization.device)
+
+    def pilot_structure(self) -> PilotStructure:
+        """One block per image (h = 1 throughout)."""
+        return PilotStructure("block", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,23 @@ class Received:
         return self.raw.n0
 
 
+@dataclass(frozen=True)
+class PilotStructure:
+    """How pilot symbols can learn a channel's gains (``channels.pilots``), declared by the channel.
+
+    kind : ``"block"`` (one gain per coherence block of ``coherence`` channel uses; None: one per image),
+        ``"ofdm"`` (a resource grid of ``fft_size`` subcarriers, channel use i on subcarrier i mod F of OFDM
+        symbol i div F; ``freq_cov()`` gives the F x F complex128 frequency covariance for LMMSE) or
+        ``"interpolate"`` (gains
+        that change from use to use: pilots every few uses, estimates interpolated; the default, e.g. a plugin).
+    """
+
+    kind: str = "interpolate"
+    coherence: int | None = None
+    fft_size: int | None = None
+    freq_cov: Callable[[], torch.Tensor] | None = None
+
+
 class Channel(ABC):
     """A channel acting on complex symbols.
 
@@ -136,6 +154,12 @@ class Channel(ABC):
     def describe(self) -> str:
         """One line naming the channel and its parameters (printed with results)."""
         return self.name
+
+    def pilot_structure(self) -> PilotStructure:
+        """How pilots can learn this channel's gains (:class:`PilotStructure`); the default, gains that change
+        from use to use, suits any channel (pilots every few uses, interpolated); block-fading and OFDM channels
+        declare their structure."""
+        return PilotStructure()
 
 
 def equalize(out: ChannelOutput, mode: str = "mmse") -> Received:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from channels.base import Channel
+from channels.base import Channel, PilotStructure
 from channels.realization import Realization
 
 
@@ -100,6 +100,10 @@ class RayleighFading(Channel):
         if self.coherence == 1:
             return "Rayleigh fast fading, i.i.d. h ~ CN(0,1) per symbol, perfect CSI"
         return f"Rayleigh block fading, h ~ CN(0,1) per coherence block of L={self.coherence} symbols, perfect CSI"
+
+    def pilot_structure(self) -> PilotStructure:
+        """Blocks of L uses (one per image without L); per-symbol gains (L = 1) are interpolated."""
+        return PilotStructure("interpolate") if self.coherence == 1 else PilotStructure("block", self.coherence)
 
 
 class RicianFading(Channel):
@@ -191,3 +195,9 @@ class RicianFading(Channel):
         if self.coherence is None:
             return f"Rician block fading {k_txt}, one gain per image, perfect CSI"
         return f"Rician block fading {k_txt}, one gain per coherence block of L={self.coherence} symbols, perfect CSI"
+
+    def pilot_structure(self) -> PilotStructure:
+        """Blocks of L uses (one per image without L); fast Rician changes every use and is interpolated."""
+        if self.fast or self.coherence == 1:
+            return PilotStructure("interpolate")
+        return PilotStructure("block", self.coherence)

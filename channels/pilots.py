@@ -17,7 +17,8 @@ CSI specs (:func:`parse_csi`)
 =============  ===========================================================================================
 
 P is an integer in 1..64: the pilots per coherence block (block fading), per period of :math:`D` uses (fast
-fading) or per pilot OFDM symbol (TDL). The frame layout depends on the channel (:func:`pilot_scheme`):
+fading) or per pilot OFDM symbol (TDL). The frame layout follows what the channel declares
+(:meth:`~channels.base.Channel.pilot_structure`, :func:`pilot_scheme`):
 
 * **Block fading** (:class:`~channels.fading.RayleighFading` / :class:`~channels.fading.RicianFading` with a
   coherence length :math:`L \ge 2`, or one block per image; :class:`~channels.awgn.AWGN` counts as one block per
@@ -32,9 +33,9 @@ fading) or per pilot OFDM symbol (TDL). The frame layout depends on the channel 
   the first OFDM symbol of every slot of :data:`OFDM_SLOT` OFDM symbols, frequency interpolation (linear, or LMMSE
   with the profile's frequency covariance), then linear interpolation across OFDM symbols.
 
-Pilots are charged to the channel-use budget: :meth:`PilotLink.pilots` gives the pilot uses of a frame of ``k``
-data symbols and :meth:`PilotLink.max_data` the most data symbols whose frame fits a budget, the same rule for
-every codec.
+:meth:`PilotLink.pilots` gives the pilot uses of a frame of ``k`` data symbols (the sweep reports them in their own
+CBR column, ``cbr_pilot``, the same rule for every codec) and :meth:`PilotLink.max_data` the most data symbols
+whose frame would fit a budget if pilots were charged to it.
 
 The receiver's equaliser treats the estimate as the truth (mismatched decoding, what a real receiver does):
 ``equalize(out)`` reports the noise variance with :math:`N_0` only. :attr:`Estimated.err_var` is the error variance
@@ -58,11 +59,9 @@ from dataclasses import dataclass
 
 import torch
 
-from channels.awgn import AWGN
 from channels.base import Channel, ChannelOutput, channel_label
-from channels.fading import RayleighFading, RicianFading
 from channels.realization import Realization
-from channels.tdl import TDLChannel  # Sionna is imported only when a TDL channel is built
+from channels.tdl import frequency_covariance as tdl_frequency_covariance  # noqa: F401 (re-exported)
 
 #: Largest number of pilot symbols P per coherence block a CSI spec accepts.
 MAX_PILOTS = 64
@@ -588,19 +587,6 @@ class OFDMPilots(PilotScheme):
                 f"{self.p / (self.slot * self.fft):.2%}), {est}, linear interpolation across OFDM symbols")
 
 
-def tdl_frequency_covariance(channel: Channel) -> torch.Tensor:
-    r"""[F, F] `torch.complex128`: :math:`R_{u,v} = \mathbb{E}[H_u H_v^*] = \sum_\ell P_\ell
-    e^{-j 2\pi (f_u - f_v) \tau_\ell}` of a :class:`~channels.tdl.TDLChannel` (tap powers with the LOS power on
-    the first tap, :math:`\sum_\ell P_\ell = 1`; subcarrier frequencies :math:`f_q` as the channel uses them)."""
-    powers = channel.powers.to(torch.float64).clone()
-    powers[0] += channel.los_power
-    tau = channel.delays.to(torch.float64)
-    f = channel.frequencies.to(torch.float64).cpu()
-    df = f[:, None] - f[None, :]  # F x F
-    phase = -2.0 * math.pi * df[None] * tau[:, None, None]  # L x F x F
-    return (powers[:, None, None] * torch.polar(torch.ones_like(phase), phase)).sum(dim=0)
-
-
 def pilot_scheme(csi: CSI, channel: Channel, period: int = FAST_PERIOD, slot: int = OFDM_SLOT) -> PilotScheme | None:
     """The pilot layout and estimator for ``channel`` (None for perfect CSI); see the module docstring.
 
@@ -616,14 +602,11 @@ def pilot_scheme(csi: CSI, channel: Channel, period: int = FAST_PERIOD, slot: in
     if csi.perfect:
         return None
     try:
-        if isinstance(channel, AWGN):
-            return BlockPilots(csi.pilots, csi.method, None)
-        if isinstance(channel, RayleighFading) or (isinstance(channel, RicianFading) and not channel.fast):
-            if channel.coherence == 1:
-                return InterpolatedPilots(csi.pilots, csi.method, period)
-            return BlockPilots(csi.pilots, csi.method, channel.coherence)
-        if isinstance(channel, TDLChannel):
-            return OFDMPilots(csi.pilots, csi.method, channel.fft_size, tdl_frequency_covariance(channel), slot)
+        st = channel.pilot_structure()
+        if st.kind == "block" and st.coherence != 1:
+            return BlockPilots(csi.pilots, csi.method, st.coherence)
+        if st.kind == "ofdm":
+            return OFDMPilots(csi.pilots, csi.method, int(st.fft_size), st.freq_cov(), slot)
         return InterpolatedPilots(csi.pilots, csi.method, period)
     except ValueError as e:
         raise ValueError(f"CSI '{csi.label}' on channel '{channel_label(channel)}': {e}") from None

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from channels.base import Channel, check_alloc
+from channels.base import Channel, PilotStructure, check_alloc
 from channels.realization import Realization
 
 #: Scalable TR 38.901 profiles (delays scaled by the delay spread).
@@ -222,6 +222,11 @@ class TDLChannel(Channel):
             h = h.expand(b, n_sym, self.fft_size)
         return h.reshape(b, -1)[:, :k].to(torch.complex64).contiguous()
 
+    def pilot_structure(self) -> PilotStructure:
+        """An OFDM resource grid of ``fft_size`` subcarriers, with the profile's frequency covariance
+        (:func:`frequency_covariance`, computed when an LMMSE estimator asks for it)."""
+        return PilotStructure("ofdm", fft_size=self.fft_size, freq_cov=lambda: frequency_covariance(self))
+
     def describe(self) -> str:
         kind = "TS 38.101-4" if self._fixed else "TR 38.901"
         los = f", LOS K={10 * math.log10(self.los_power / self.powers[0].item()):.1f} dB" if self.los else ""
@@ -236,3 +241,16 @@ def _lazy_cir_to_ofdm():
     from sionna.phy.channel import cir_to_ofdm_channel
 
     return cir_to_ofdm_channel
+
+
+def frequency_covariance(channel: TDLChannel) -> torch.Tensor:
+    r"""[F, F] `torch.complex128`: :math:`R_{u,v} = \mathbb{E}[H_u H_v^*] = \sum_\ell P_\ell
+    e^{-j 2\pi (f_u - f_v) \tau_\ell}` of a :class:`~channels.tdl.TDLChannel` (tap powers with the LOS power on
+    the first tap, :math:`\sum_\ell P_\ell = 1`; subcarrier frequencies :math:`f_q` as the channel uses them)."""
+    powers = channel.powers.to(torch.float64).clone()
+    powers[0] += channel.los_power
+    tau = channel.delays.to(torch.float64)
+    f = channel.frequencies.to(torch.float64).cpu()
+    df = f[:, None] - f[None, :]  # F x F
+    phase = -2.0 * math.pi * df[None] * tau[:, None, None]  # L x F x F
+    return (powers[:, None, None] * torch.polar(torch.ones_like(phase), phase)).sum(dim=0)

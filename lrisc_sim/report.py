@@ -15,7 +15,50 @@ PAPER_CLAIMS = {
     "fig5_cbr": ["LRISC has a higher PSNR than DeepJSCC and BPG+LDPC at every CBR.",
                  "LRISC has the lowest LPIPS; BPG+LDPC the highest."],
     "fading": ["(not in the paper) the same codecs over Rayleigh block fading with perfect CSI."],
+    "csi_estimation": ["(not in the paper) the codecs over Rayleigh block fading with pilots and an LS estimate of "
+                       "the channel, against perfect CSI."],
+    "snr_mismatch": ["(not in the paper; its Fig. 6 discussion invokes the cliff effect of digital schemes) every "
+                     "codec told 10 dB whatever the channel's SNR, against the same codecs told the channel's SNR."],
+    "constellation": ["(not in the paper) analog codecs whose symbols must be 16-QAM or 64-QAM points."],
 }
+
+
+def by_variant(t):
+    """A table (summary or paired) of a folder with several link variants (``lrisc_sim.link``): each row's codec
+    named with its variant, e.g. ``lrisc [CSI ls:2]`` (the default link keeps the plain name), so that every
+    table and claim below treats a (codec, variant) pair as one curve. Folders of one variant are returned as they
+    are."""
+    if "channel" not in t or t["channel"].nunique() < 2:
+        return t
+    base = min(t["channel"].unique(), key=len)
+    t = t.copy()
+    t["codec"] = [c if ch == base else f"{c} {ch[len(base):].strip()}" if ch.startswith(base) else f"{c} [{ch}]"
+                  for c, ch in zip(t["codec"], t["channel"])]
+    return t
+
+
+def _link_state(summary) -> list[str]:
+    """The link's state per variant and SNR from a summary (means over a point's rows): pilot CBR, CSI NMSE, SQNR
+    and the share of rows in outage; nothing for a folder without these columns."""
+    cols = [c for c in ("cbr_pilot", "csi_nmse", "sqnr_db", "outage") if c in summary]
+    if not cols:
+        return []
+    words = {"cbr_pilot": ("pilot CBR", 5), "csi_nmse": ("CSI NMSE", 4), "sqnr_db": ("SQNR (dB)", 2),
+             "outage": ("outage share", 2)}
+    out = ["Link state per point (summary.csv means: `cbr_pilot` pilot channel uses / 3HW, reported beside "
+           "`cbr_total`; `csi_nmse` mean |h_est - h|^2 / mean |h|^2; `sqnr_db` of the constellation mapping; "
+           "`outage` share of images decoded to nothing):", ""]
+    for (codec, ch), g in summary.groupby(["codec", "channel"], sort=False):
+        parts = []
+        for c in cols:
+            v = g.set_index("snr_db")[c].dropna()
+            if v.empty:
+                continue
+            name, p = words[c]
+            parts.append(f"{name} " + "/".join(f"{x:.{p}f}" for x in v) + f" at {'/'.join(f'{x:g}' for x in v.index)} dB")
+        if parts:
+            out.append(f"- {codec} over `{ch}`: " + "; ".join(parts))
+    return out + [""] if len(out) > 2 else []
 
 
 def _fmt(v: float, p: int) -> str:
@@ -240,7 +283,9 @@ def _paired_table(t, name: str, labels: dict) -> list[str]:
     ref = str(t["ref"].iloc[0])
     out = [f"Paired differences to {labels.get(ref, ref)} over the identical realizations (`{name}`, written by "
            f"`lrisc-sim compare FOLDER --ref {ref}`): mean over images of each image's mean difference over trials "
-           "± 95% CI over images; avg: the average gap between the curves over the common range.", ""]
+           "± 95% CI over images; avg: the average gap between the curves over the common range."
+           + (" A codec of a link variant ([...]) is paired with the reference over the same variant."
+              if t["codec"].astype(str).str.contains(r"\[").any() else ""), ""]
     for m, title, p in (("psnr", "PSNR (dB)", 2), ("lpips", "LPIPS", 3)):
         tm = t[t["metric"] == m]
         if tm.empty:
@@ -304,6 +349,8 @@ def write_report(results_dir: str | Path = "results") -> Path:
             continue
         s = pd.read_csv(d / "summary.csv")
         summaries[d.name] = s
+        state = _link_state(s)
+        s = by_variant(s)
         x = "snr_db" if s["snr_db"].nunique() > 1 else "cbr_target"
         for png in ("vs_snr.png", "vs_cbr.png"):
             if (d / png).exists():
@@ -317,9 +364,9 @@ def write_report(results_dir: str | Path = "results") -> Path:
         if ours:
             lines += ["Ours: " + " ".join(ours), ""]
         lines += ["PSNR ordering (best first):"] + _psnr_order(s, x)
-        lines += _table(s, x) + [""]
+        lines += _table(s, x) + [""] + state
         for cmp in sorted(d.glob("compare_*.csv")):
-            lines += _paired_table(pd.read_csv(cmp), cmp.name, meta.get("labels") or {})
+            lines += _paired_table(by_variant(pd.read_csv(cmp)), cmp.name, meta.get("labels") or {})
     lines += ["## Where the small CPU-trained models differ from the paper", ""] + checkpoint_notes(summaries=summaries) + [""]
     out = root / "README.md"
     out.write_text("\n".join(lines) + "\n")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates what depends on the shipped checkpoints, with the project's own commands: results/fig4_snr,
-# fig5_cbr, fading, fig6_visual (each `lrisc-sim run` also rewrites results/README.md) and the Kodak section of
+# fig5_cbr, fading, fig6_visual, csi_estimation, snr_mismatch, constellation (each `lrisc-sim run` also rewrites results/README.md) and the Kodak section of
 # the LRISC model card with the table in lrisc_sim/checkpoints/lrisc/README.md.
 #
 #   scripts/regenerate_results.sh                  # resume every experiment (finished points are kept)
@@ -15,7 +15,7 @@ LRISC_SIM=${LRISC_SIM:-lrisc-sim}
 PYTHON=${PYTHON:-python}
 THREADS=${THREADS:-2}
 REDO=${REDO:-}
-EXPERIMENTS=${EXPERIMENTS:-"fig4_snr fig5_cbr fading fig6_visual"}
+EXPERIMENTS=${EXPERIMENTS:-"fig4_snr fig5_cbr fading fig6_visual csi_estimation snr_mismatch constellation"}
 EVAL_OUT=${EVAL_OUT:-runs/lrisc/eval}  # the LRISC card's sweep (resumable)
 redo=(); [ -n "$REDO" ] && redo=(--redo "$REDO")
 for e in $EXPERIMENTS; do
