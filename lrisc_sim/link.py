@@ -87,15 +87,15 @@ def canonical_csi(spec: str) -> str:
     return parse_csi(str(spec)).label
 
 
-def check_csi(csi: str, channel: str) -> None:
-    """A one-line ``ValueError`` when the CSI spec's pilots do not fit the channel spec's blocks (P >= L, P >= D,
-    P > fft: ``channels.pilots.pilot_scheme``); nothing for ``perfect``."""
+def check_csi(csi: str, channel) -> None:
+    """A one-line ``ValueError`` when the CSI spec's pilots do not fit the channel's blocks (P >= L, P >= D,
+    P > fft: ``channels.pilots.pilot_scheme``); nothing for ``perfect``. ``channel``: a spec or a ``Channel``."""
     if canonical_csi(csi) == "perfect":
         return
     from channels import make_channel
     from channels.pilots import parse_csi, pilot_scheme
 
-    pilot_scheme(parse_csi(csi), make_channel(channel))
+    pilot_scheme(parse_csi(csi), make_channel(channel) if isinstance(channel, str) else channel)
 
 
 def canonical_constellation(spec: str) -> str:

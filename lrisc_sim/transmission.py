@@ -146,10 +146,13 @@ def _ids(ids, b: int) -> list[str]:
 
 def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel: Channel | str = "awgn",
          ids: list[str] | None = None, seed: int = 0, trial: int = 0, equalizer: str = "mmse",
-         side_charge: SideInfoCharge | str = "fixed") -> Transmission:
+         side_charge: SideInfoCharge | str = "fixed", csi: str = "perfect", design_snr: float | str | None = None,
+         constellation: str = "none") -> Transmission:
     """Send a batch ``x`` (``B x 3 x H x W`` or ``3 x H x W`` in [0, 1], any size: padded to the codec's
     ``multiple`` and cropped back) at ``snr_db`` over ``channel`` with the realization of (``seed``, ``ids``,
     ``trial``) (``ids`` default ``image0``, ``image1``, ...: give the sweep's image ids to reproduce its rows).
+    ``csi``, ``design_snr``, ``constellation``: one link variant (``lrisc_sim.link``; None or ``"channel"``:
+    the codec is told ``snr_db``).
 
     >>> t = send("uncoded", torch.full((1, 3, 16, 16), 0.5), cbr=1 / 2, snr_db=20.0)
     >>> tuple(t.output.shape), bool(t.ok[0])
@@ -159,6 +162,7 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     from channels.realization import Realization
     from lrisc_sim.data import pad_to_multiple
     from lrisc_sim.engine import codec_errors, encode_batch, send_checked
+    from lrisc_sim.link import LinkPath
     from lrisc_sim.link_rules import check_encoded
 
     x = check_images(x)
@@ -169,31 +173,55 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     real = Realization(seed, ids, trial, x.device)  # checks the seed (0..2^32-1) before any codec is built
     c = _codec(codec, x.device)
     ch = _channel(channel)
+    variant = _variant(csi, design_snr, constellation, ch)
+    told = variant.told(float(snr_db))
+    path = LinkPath(variant, ch)
     charge = side_charge if isinstance(side_charge, SideInfoCharge) else SideInfoCharge.parse(side_charge)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     b = x.shape[0]
     xp = pad_to_multiple(x, c.multiple)
-    snr = torch.full((b,), float(snr_db), device=x.device)
+    snr = torch.full((b,), told, device=x.device)
     ctx = Context(hw, charge, snr if encoder_needs_snr(c, charge) else None)
     last: list[Received] = []
 
     def transmit(enc: Encoded) -> Received:  # the engine's checks of the channel (link_rules)
-        last[:] = [send_checked(ch, channel_label(ch), enc, float(snr_db), real, equalizer, ids, trial)[0]]
+        last[:] = [send_checked(ch, channel_label(ch), enc, float(snr_db), real, equalizer, ids, trial, path)[0]]
         return last[0]
 
     name = codec if isinstance(codec, str) else c.name
-    snr_named = float(snr_db) if ctx.snr_db is not None else None
+    snr_named = told if ctx.snr_db is not None else None
     with torch.no_grad():
         enc = encode_batch(c, xp, float(cbr), ctx, ids, name, snr_named)  # power and budget checked there
         with codec_errors(name, "decode", float(cbr), ids, float(snr_db), trial):
             dec, used = c.run(enc, transmit, ctx)
             if used is not enc:
-                check_encoded(name, used, ctx, float(cbr), ids, snr_db=float(snr_db))
+                check_encoded(name, used, ctx, float(cbr), ids, snr_db=told)
         vis = getattr(c, "visualize", None)
         maps = vis(xp, used, last[0], ctx) if callable(vis) and last else {}
     y = dec.images[..., : hw[0], : hw[1]].clamp(0, 1)
     return Transmission(source=x, output=y, ok=dec.ok, cbr=cbr_report(used, hw, charge, snr), decoded=dec,
                         encoded=used, received=last[0] if last else None, context=ctx, maps=maps)
+
+
+def _variant(csi: str, design_snr, constellation: str, channel: Channel):
+    """The ``LinkVariant`` of ``send``'s link arguments, each checked (a one-line ``ConfigError`` naming it)."""
+    from lrisc_sim.link import (LinkVariant, canonical_constellation, canonical_csi, canonical_design_snr,
+                                check_csi)
+
+    try:
+        c = canonical_csi(csi)
+        check_csi(c, channel)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("csi", csi, str(e)) from None
+    try:
+        d = canonical_design_snr(design_snr)
+    except ValueError as e:
+        raise ConfigError("design_snr", design_snr, str(e)) from None
+    try:
+        q = canonical_constellation(constellation)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("constellation", constellation, str(e)) from None
+    return LinkVariant(c, d, q)
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> Path:
@@ -210,11 +238,12 @@ def transmit(image: str | Path | torch.Tensor, codec: Codec | str = "lrisc", snr
              cbr: float = 1 / 48, channel: Channel | str = "awgn", equalizer: str = "mmse", seed: int = 0,
              checkpoint: str | None = None, out: str | Path | None = None, device: str = "auto", trial: int = 0,
              image_id: str | None = None, metrics: tuple[str, ...] = ("psnr", "ms_ssim", "lpips"),
-             side_charge: SideInfoCharge | str = "fixed") -> Transmission:
+             side_charge: SideInfoCharge | str = "fixed", csi: str = "perfect",
+             design_snr: float | str | None = None, constellation: str = "none") -> Transmission:
     """Send one image (a file, or ``3 x H x W`` in [0, 1]) and measure it; the realization is that of the
     image id (the file's stem, or ``image_id``) as in a sweep. With ``out``, write ``output.png``,
     ``source.png``, the codec's maps (``latent.png``, ... for LRISC) and ``metrics.txt`` there (listed in
-    ``Transmission.paths``)."""
+    ``Transmission.paths``). ``csi``, ``design_snr``, ``constellation``: the link variant, as in ``send``."""
     from lrisc_sim.codec import ImageTooSmall
     from lrisc_sim.data import load_image
     from lrisc_sim.engine import output_dir, resolve_device
@@ -238,7 +267,7 @@ def transmit(image: str | Path | torch.Tensor, codec: Codec | str = "lrisc", snr
     x0 = x0.to(dev)
     c = _codec(codec, dev, checkpoint)
     ch = _channel(channel)
-    t = send(c, x0, cbr, snr_db, ch, [name], seed, trial, equalizer, side_charge)
+    t = send(c, x0, cbr, snr_db, ch, [name], seed, trial, equalizer, side_charge, csi, design_snr, constellation)
     try:
         t.metrics = {k: v.detach().cpu() for k, v in compute_metrics(x0, t.output, metrics).items()}
     except ImageTooSmall as e:

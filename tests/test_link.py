@@ -231,3 +231,22 @@ def test_cli_toml_and_api_front_ends(tmp_path):
                         "--csi", "ls:99", "--out", str(tmp_path / "cli"), "--limit", "1"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "--csi" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_send_api_takes_the_link_variant_and_matches_the_sweep_rows(tmp_path):
+    """``lrisc_sim.send`` with the same ids, seed and link variant gives the numbers of a sweep's rows."""
+    import lrisc_sim
+    from lrisc_sim.data import load_dataset
+
+    df = lrisc_sim.sweep("softcast", snr="3", cbr="1/48", channel="rayleigh-block:L=64", limit=1, out=tmp_path / "s",
+                         csi="lmmse:2", design_snr=8, constellation="qam64", metrics="psnr", device="cpu",
+                         progress=False)
+    item = load_dataset("builtin", 1)[0]
+    t = lrisc_sim.send("softcast", item.image, 1 / 48, 3.0, "rayleigh-block:L=64", ids=[item.id], csi="lmmse:2",
+                       design_snr=8, constellation="qam64")
+    from lrisc_sim.metrics import psnr
+
+    assert float(psnr(item.image[None], t.output)[0]) == pytest.approx(float(df["psnr"].iloc[0]), abs=1e-4)
+    assert float(t.received.snr_db[0]) == 8.0  # the receiver believes the design SNR
+    with pytest.raises(ConfigError, match="csi"):
+        lrisc_sim.send("softcast", item.image, 1 / 48, 3.0, "rayleigh-block:L=2", csi="ls:2")
