@@ -318,3 +318,16 @@ def test_a_deepjscc_checkpoint_is_used_and_named(image_dir, tmp_path):
     assert codec.model_for("1/16") is codec.model_for(Fraction(1, 16))
     with pytest.raises(DeepJSCCError, match="is for CBR 1/16, not CBR 1/48"):
         codec.model_for("1/48")
+
+
+def test_lrisc_operating_point_option():
+    """``point`` names a shipped operating point (its weights file); with an explicit checkpoint it is an error,
+    never silently one of the two."""
+    from lrisc_sim.lrisc.codec import POINTS, LRISCError, make_lrisc
+
+    assert set(POINTS) == {"distortion", "perceptual"}
+    with pytest.raises(LRISCError, match="not both"):
+        make_lrisc(checkpoint=str(POINTS["distortion"][0]), point="perceptual")
+    if POINTS["distortion"][0].is_file():
+        c = make_lrisc(point="distortion")
+        assert c.weight_files() == [POINTS["distortion"][0]]

@@ -35,6 +35,10 @@ from lrisc_sim.plugins import codec_factory
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "lrisc"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "lrisc_small.safetensors"
+#: the shipped operating points of eq. (11) (codec option ``point``): weights file and the recipe that makes it
+POINTS = {"distortion": (DEFAULT_CHECKPOINT, "recipes/lrisc_small.toml"),
+          "perceptual": (CHECKPOINT_DIR / "lrisc_small_perceptual.safetensors", "recipes/lrisc_perceptual.toml")}
+DEFAULT_POINT = "distortion"
 #: denoising steps when the user chooses none (the decode-time choice of benchmarks/results/lrisc_decode_time.md)
 DEFAULT_STEPS = 4
 DEFAULT_ENCODER_SNR = 10.0  # SNR given to f_e's SNR module when the engine passes none
@@ -75,7 +79,11 @@ class LRISCCodec(Codec):
 
     name = "lrisc"
     snr_aware_encoder = True
-    options = (Option("checkpoint", "path", None, "a .safetensors LRISC model (default: the shipped small model)"),
+    options = (Option("checkpoint", "path", None, "a .safetensors LRISC model (default: the shipped model of "
+                      "'point')"),
+               Option("point", "str", DEFAULT_POINT, "shipped operating point of eq. (11): distortion (fine-tuned "
+                      "to eta 0.05, lrisc_small) or perceptual (the paper's eta 0.5 at CBR 1/48, "
+                      "lrisc_small_perceptual)", choices=tuple(POINTS)),
                Option("steps", "int", DEFAULT_STEPS, "denoising steps of g_d, chosen at decode time "
                       "(benchmarks/results/lrisc_decode_time.md)", low=1, high=1000),
                Option("sampler", "str", "ddim", "diffusion sampler: ddim (eq. 8) or dpm (DPM-Solver++ 2M)",
@@ -203,14 +211,20 @@ class LRISCCodec(Codec):
 def make_lrisc(arg: str | None = None, **options) -> LRISCCodec:
     """Registry factory. ``arg``: a checkpoint path (``lrisc:PATH``) or None (the shipped small model).
 
-    Options: ``device``, ``checkpoint`` (path), ``steps`` (denoising steps), ``sampler`` (``ddim``/``dpm``),
+    Options: ``device``, ``checkpoint`` (path) or ``point`` (a shipped operating point, :data:`POINTS`), ``steps``
+    (denoising steps), ``sampler`` (``ddim``/``dpm``),
     ``seed``, ``coding`` (rate-index coding), ``rate_block`` (tokens per rate index along each side).
     """
-    path = Path(arg or options.get("checkpoint") or DEFAULT_CHECKPOINT)
+    point = options.get("point")
+    given = arg or options.get("checkpoint")
+    if given and point is not None:
+        raise LRISCError(f"give either checkpoint={given} or point={point}, not both (point names a shipped model)")
+    shipped, recipe = POINTS[point or DEFAULT_POINT]
+    path = Path(given or shipped)
     if not path.is_file():
-        if path == DEFAULT_CHECKPOINT:
-            raise LRISCError(f"no shipped LRISC checkpoint ({path}): train one with `lrisc-sim train "
-                             "recipes/lrisc_small.toml` or pass checkpoint=PATH")
+        if not given:
+            raise LRISCError(f"no shipped LRISC checkpoint for point={point or DEFAULT_POINT} ({path}): train one "
+                             f"with `lrisc-sim train {recipe}` or pass checkpoint=PATH")
         raise LRISCError(f"LRISC checkpoint {path} not found")
     device = options.get("device") or "cpu"
     if device == "auto":
