@@ -22,7 +22,8 @@ codec's loss options). Schema::
     [[stages]]
     name = "fading"
     steps = 3000
-    init = "lrisc_sim/checkpoints/deepjscc/deepjscc_cbr1-48_snr10.safetensors"   # or "previous"
+    init = "lrisc_sim/checkpoints/deepjscc/deepjscc_cbr1-48_snr10.safetensors"   # or "previous", or
+                                           # "OTHER.toml#STAGE": that recipe's finished stage
     lr = 1e-4
     eta = 0.5                              # any key that is not a StageConfig field is a codec option
 
