@@ -62,3 +62,15 @@ def test_unknown_redo_codec_is_refused(tmp_path, tiny_folder, capsys):
     assert main(["--data", str(tiny_folder), "--redo", "deepjsc", "--out", str(tmp_path / "e"), "--no-card"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--redo deepjsc: not a codec of this evaluation" in err
+
+
+def test_each_shipped_point_has_its_own_readme_block(tmp_path):
+    """The perceptual point's Kodak table goes into its own block, never over the default model's."""
+    from lrisc_sim.lrisc.evaluate import markers, update_readme
+
+    readme = tmp_path / "README.md"
+    b2, e2 = markers("lrisc_small_perceptual")
+    readme.write_text(f"{README_BEGIN}\ndefault\n{README_END}\n{b2}\nold\n{e2}\n")
+    assert update_readme(readme, ["new"], "lrisc_small_perceptual")
+    assert readme.read_text() == f"{README_BEGIN}\ndefault\n{README_END}\n{b2}\nnew\n{e2}\n"
+    assert markers("lrisc_small") == (README_BEGIN, README_END)

@@ -53,15 +53,29 @@ def kodak_markdown(res: dict) -> list[str]:
     return lines
 
 
-def update_readme(readme: Path, lines: list[str]) -> bool:
-    """Replace the block between the kodak markers of ``readme`` with ``lines``; False when it has no block."""
+def markers(name: str | None = None) -> tuple[str, str]:
+    """The README markers of a checkpoint's Kodak block: ``<!-- kodak:begin NAME ... -->`` /
+    ``<!-- kodak:end NAME -->`` for a shipped operating point other than the default (``lrisc.codec.POINTS``,
+    e.g. ``lrisc_small_perceptual``), the plain ones for any other checkpoint."""
+    from lrisc_sim.lrisc.codec import DEFAULT_POINT, POINTS
+
+    others = {path.stem for point, (path, _) in POINTS.items() if point != DEFAULT_POINT}
+    if name not in others:
+        return README_BEGIN, README_END
+    return f"<!-- kodak:begin {name} (written by lrisc_sim.lrisc.evaluate) -->", f"<!-- kodak:end {name} -->"
+
+
+def update_readme(readme: Path, lines: list[str], name: str | None = None) -> bool:
+    """Replace the block between the kodak markers of checkpoint ``name`` in ``readme`` with ``lines``; False when
+    it has no such block."""
     if not readme.is_file():
         return False
     text = readme.read_text()
-    i, j = text.find(README_BEGIN), text.find(README_END)
+    begin, end = markers(name)
+    i, j = text.find(begin), text.find(end)
     if i < 0 or j < i:
         return False
-    readme.write_text(text[:i + len(README_BEGIN)] + "\n" + "\n".join(lines) + "\n" + text[j:])
+    readme.write_text(text[:i + len(begin)] + "\n" + "\n".join(lines) + "\n" + text[j:])
     return True
 
 
@@ -120,7 +134,7 @@ def evaluate(checkpoint: str | Path, data: str, snrs: list[float] | None = None,
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         card["kodak"] = res
         card_path.write_text(json.dumps(card, indent=2) + "\n")
-        update_readme(card_path.parent / "README.md", kodak_markdown(res))  # the shipped folder's summary
+        update_readme(card_path.parent / "README.md", kodak_markdown(res), card_path.stem)  # the folder's summary
     return res
 
 
