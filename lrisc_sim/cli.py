@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default), 'ls:P' or 'lmmse:P' (P pilot symbols per coherence block, estimate of h from "
                         "them; pilots are reported in the cbr_pilot column, not charged to the codec's budget)")
     s.add_argument("--design-snr", default="channel",
-                   help="the SNR the codecs are told (encoder, decoder, MCS choice), comma-separated values: "
-                        "'channel' (the channel's SNR, default) or dB values, e.g. '10'; --snr stays the channel's")
+                   help="the SNR the transmitters are told (encoders, MCS choice; the receiver knows its channel), "
+                        "comma-separated values: 'channel' (the channel's SNR, default) or dB values, e.g. '10'; "
+                        "--snr stays the channel's")
     s.add_argument("--constellation", default="none",
                    help="map every transmitted symbol to the nearest point of a unit-power constellation, "
                         "comma-separated values: none (default), qam16, qam64, psk8, bpsk, qpsk ...")

@@ -434,20 +434,20 @@ def send_checked(channel: Channel, spec: str, enc: Encoded, snr_db: float, reali
                  equalizer: str, ids: Sequence[str], trial: int | None = None, link: LinkPath | None = None
                  ) -> tuple[Received, LinkState]:
     """The one place symbols enter the channel: ``equalize(channel(enc.symbols, snr_db, realization), equalizer)``
-    through the ``link`` (``lrisc_sim.link.LinkPath``: constellation, pilots and estimated CSI, the told SNR; None:
-    the default link), with the channel's faults named: an exception inside the channel becomes a one-line
+    through the ``link`` (``lrisc_sim.link.LinkPath``: constellation, pilots and estimated CSI; None: the default
+    link), with the channel's faults named: an exception inside the channel becomes a one-line
     ``ChannelError`` naming ``spec``, and its outputs are checked (``link_rules.check_channel``: shapes, finite
     values, no zero gain under ZF). Returns the ``Received`` and the transmission's ``LinkState``."""
     if link is None:
         link = LinkPath(LinkVariant(), channel)
     try:
-        sent, out, believed, state = link.send(enc.symbols, enc.length, snr_db, realization)
+        sent, out, state = link.send(enc.symbols, enc.length, snr_db, realization)
     except Exception as e:
         err = wrap_channel_error(spec, e, ids, snr_db, trial)
         if err is e:
             raise
         raise err from e
-    rx = equalize(believed, equalizer)
+    rx = equalize(out, equalizer)
     check_channel(spec, out, rx, sent, equalizer, ids, snr_db)
     return rx, state
 

@@ -10,10 +10,12 @@ experiment, each on the same channel realizations (the variants change what is s
   budget: every codec sends its payload as with perfect CSI and the pilots' channel uses are reported in their own
   column, ``info['cbr_pilot']`` of every row and ``cbr_pilot`` of the summary (the same rule for every codec).
 * **Design SNR** (``--design-snr``, ``channel.design_snr``, ``design_snr=``): ``channel`` (the codec is told the
-  channel's SNR, the default) or a value in dB. The told SNR is what the encoder gets (``Context.snr_db``: LRISC's
-  SNR modules and rate control, SNR-adaptive encoders, the digital chain's MCS choice, a capacity side charge) and
-  what the receiver believes (the equaliser's N0 and ``Received.snr_db``); the row's ``snr_db`` stays the
-  channel's SNR, the x axis of the curves.
+  channel's SNR, the default) or a value in dB. The told SNR is the transmitter's belief (no CSIT): what the
+  encoder gets (``Context.snr_db``: LRISC's SNR modules and rate control in f_e, SNR-adaptive encoders, the digital
+  chain's MCS choice, a capacity side charge). The receiver knows its channel (CSIR: the true N0, and h or its
+  pilot estimate), so equalisation, LLRs and decoders that read the SNR from the received symbols' noise variance
+  work as without a design SNR; the genie envelope, which needs no belief, is unchanged. The row's ``snr_db``
+  stays the channel's SNR, the x axis of the curves.
 * **Constellation** (``--constellation``, ``channel.constellation``, ``constellation=``): ``none``, or ``qamM`` /
   ``pskM`` / ``bpsk`` / ``qpsk``: every transmitted symbol of any codec is mapped to the nearest point of that
   unit-power constellation and the image's symbols rescaled to unit average power (P = 1 is kept), before the
@@ -152,10 +154,10 @@ class LinkPath:
 
     :input (send): ``symbols`` ``B x k`` complex64 (an ``Encoded``'s), ``length`` ``B`` (symbols sent per image),
         ``snr_db`` the channel's SNR, ``realization`` the batch's draws.
-    :output (send): ``(sent, out, believed, state)``: the ``B x k`` symbols that entered the channel (the
-        constellation points, or ``symbols``), the channel's ``ChannelOutput`` at them (``h`` the receiver's
-        estimate under estimated CSI), the ``ChannelOutput`` the receiver equalises (``out`` with the told SNR's
-        N0 under a design SNR), and the :class:`LinkState`.
+    :output (send): ``(sent, out, state)``: the ``B x k`` symbols that entered the channel (the constellation
+        points, or ``symbols``), the channel's ``ChannelOutput`` at them, which the receiver equalises (``h`` its
+        estimate under estimated CSI; the true N0: the design SNR is the transmitter's belief only), and the
+        :class:`LinkState`.
     """
 
     def __init__(self, variant: LinkVariant, channel):
@@ -171,8 +173,6 @@ class LinkPath:
             self.pilots = PilotLink(parse_csi(variant.csi), channel)
 
     def send(self, symbols: torch.Tensor, length: torch.Tensor, snr_db: float, realization):
-        from channels.base import ChannelOutput, snr_to_n0
-
         s, sqnr = symbols, None
         if self.constellation is not None:
             s, sqnr = self.constellation.quantize(symbols, length)
@@ -184,11 +184,7 @@ class LinkPath:
             est = self.pilots.transmit(s, snr_db, realization)
             out, h_true, h_est = est.out, est.h_true, est.out.h
             n_pil = torch.tensor([self.pilots.pilots(int(n)) for n in length.detach().cpu()], dtype=torch.int64)
-        believed = out
-        if self.variant.design_snr is not None:
-            told = torch.full((b,), float(self.variant.design_snr), dtype=torch.float32, device=out.y.device)
-            believed = ChannelOutput(y=out.y, h=out.h, n0=snr_to_n0(told).to(out.y.device), snr_db=told)
-        return s, out, believed, LinkState(h_true=h_true, h_est=h_est, n_pilots=n_pil, n0=out.n0.detach().cpu(),
+        return s, out, LinkState(h_true=h_true, h_est=h_est, n_pilots=n_pil, n0=out.n0.detach().cpu(),
                                            sqnr_db=sqnr)
 
 

@@ -151,8 +151,8 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
     """Send a batch ``x`` (``B x 3 x H x W`` or ``3 x H x W`` in [0, 1], any size: padded to the codec's
     ``multiple`` and cropped back) at ``snr_db`` over ``channel`` with the realization of (``seed``, ``ids``,
     ``trial``) (``ids`` default ``image0``, ``image1``, ...: give the sweep's image ids to reproduce its rows).
-    ``csi``, ``design_snr``, ``constellation``: one link variant (``lrisc_sim.link``; None or ``"channel"``:
-    the codec is told ``snr_db``).
+    ``csi``, ``design_snr``, ``constellation``: one link variant (``lrisc_sim.link``; ``design_snr`` is what the
+    encoder is told, None or ``"channel"``: ``snr_db``).
 
     >>> t = send("uncoded", torch.full((1, 3, 16, 16), 0.5), cbr=1 / 2, snr_db=20.0)
     >>> tuple(t.output.shape), bool(t.ok[0])
