@@ -80,6 +80,23 @@ def channel_column(channel: str, equalizer: str, variant: LinkVariant = LinkVari
     return channel + ("" if equalizer == "mmse" else f" ({equalizer.upper()})") + variant.suffix()
 
 
+def link_description(channel, variants: list[LinkVariant]) -> str:
+    """The channel's ``describe()`` with the sweep's link axes: its ``perfect CSI`` claim dropped when a variant
+    estimates the channel, and the values of every axis that is not at its default, e.g. ``Rayleigh block fading,
+    ...; CSI perfect / ls:2 (pilots reported as cbr_pilot)``."""
+    text = channel.describe()
+    csis = list(dict.fromkeys(v.csi for v in variants))
+    if csis != ["perfect"]:
+        text = text.removesuffix(", perfect CSI") + f"; CSI {' / '.join(csis)} (pilots reported as cbr_pilot)"
+    designs = list(dict.fromkeys(v.design_snr for v in variants))
+    if designs != [None]:
+        text += "; transmitter told " + " / ".join("the channel SNR" if d is None else f"{d:g} dB" for d in designs)
+    consts = list(dict.fromkeys(v.constellation for v in variants))
+    if consts != ["none"]:
+        text += "; symbols " + " / ".join("unconstrained" if c == "none" else c.upper() for c in consts)
+    return text
+
+
 def canonical_csi(spec: str) -> str:
     """``perfect``, ``ls:2``, ``lmmse:1`` ... (``channels.pilots.parse_csi``; one-line ``ValueError``)."""
     if str(spec).strip().lower() == "perfect":

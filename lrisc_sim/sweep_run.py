@@ -199,7 +199,10 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
         print(f"lrisc-sim: extending {out}: {', '.join(added)}", file=sys.stderr)
     tasks = engine.plan(items, table.done)
     total = count_points(tasks)
-    record = _config_record(cfg, channel.describe())
+    from lrisc_sim.link import link_description
+
+    described = link_description(channel, cfg.link_variants())
+    record = _config_record(cfg, described)
     record.update(union_grid(kept, cfg))
     record["codec_options"] = {**kept.get("codec_options", {}), **record["codec_options"]}
     record["codec_fingerprints"] = {**kept.get("codec_fingerprints", {}), **fps}
@@ -214,7 +217,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
         done = wanted - total
         print(f"lrisc-sim: {len(items)} images, codecs {', '.join(cfg.codecs)}, CBR "
               f"{', '.join(cbr_label(c) for c in cfg.cbr)}, SNR {_values(cfg.snr_db)} dB, "
-              f"{cfg.trials} trial(s), channel {channel.describe()}, device {device}"
+              f"{cfg.trials} trial(s), channel {described}, device {device}"
               + (f"; resuming ({done} of {wanted} rows already done)" if done else ""), file=sys.stderr)
     if executor == "ray":
         from lrisc_sim.distributed import run_tasks_ray
@@ -222,7 +225,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
         run_tasks_ray(cfg, tasks, table, ray_address, progress=progress)
     elif executor == "local":
         _run_local(engine, tasks, table, total, progress)
-    summary = finish(out, cfg, channel.describe(), quiet=quiet, title=title, labels=labels,
+    summary = finish(out, cfg, described, quiet=quiet, title=title, labels=labels,
                      codec_notes=engine.describe_codecs())
     run["end"] = utc_now()
     atomic_write_text(cfg_path, json.dumps(record, indent=2))
