@@ -97,6 +97,12 @@ def link_description(channel, variants: list[LinkVariant]) -> str:
     return text
 
 
+def channel_of(column: str) -> str:
+    """The channel spec of a ``channel`` column (:func:`channel_column`): without the equaliser and the link
+    variant, e.g. ``awgn`` of ``awgn (ZF) [design 10 dB]``."""
+    return str(column).split(" (")[0].split(" [")[0].strip()
+
+
 def canonical_csi(spec: str) -> str:
     """``perfect``, ``ls:2``, ``lmmse:1`` ... (``channels.pilots.parse_csi``; one-line ``ValueError``)."""
     if str(spec).strip().lower() == "perfect":

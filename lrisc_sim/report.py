@@ -237,7 +237,9 @@ def _capacity_outage(summaries: dict | None) -> str:
         if "channel" not in s or not {"bpg-capacity", "bpg-ldpc"} <= set(s["codec"]):
             continue
         for channel, g in s.groupby("channel"):
-            if channel.split(":")[0] == "awgn":
+            from lrisc_sim.link import channel_of
+
+            if channel_of(channel).split(":")[0] == "awgn":
                 continue
             x = "snr_db" if g["snr_db"].nunique() > 1 else "cbr_target"
             cap = g[g["codec"] == "bpg-capacity"].set_index(x)["psnr"]

@@ -21,7 +21,10 @@ TOL = 1e-9
 
 
 def _is_awgn(channel: str) -> bool:
-    return str(channel).split(":")[0].strip().lower() == "awgn"
+    """AWGN whatever the equaliser and link variant of the column (``awgn [design 10 dB]`` is AWGN)."""
+    from lrisc_sim.link import channel_of
+
+    return channel_of(channel).split(":")[0].lower() == "awgn"
 
 
 def bounds_of(envelope: str, channel: str) -> list[str]:

@@ -249,3 +249,11 @@ def test_send_api_takes_the_link_variant_and_matches_the_sweep_rows(tmp_path):
     assert float(t.received.snr_db[0]) == 3.0  # the receiver knows its channel; the design SNR is the encoder's
     with pytest.raises(ConfigError, match="csi"):
         lrisc_sim.send("softcast", item.image, 1 / 48, 3.0, "rayleigh-block:L=2", csi="ls:2")
+
+
+def test_channel_of_a_column():
+    from lrisc_sim.link import channel_of
+
+    assert channel_of("awgn (ZF) [design 10 dB]") == "awgn"
+    assert channel_of("rayleigh-block:L=64 [CSI ls:2]") == "rayleigh-block:L=64"
+    assert channel_of("tdl-a:ds=1e-07") == "tdl-a:ds=1e-07"
