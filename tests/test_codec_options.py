@@ -158,7 +158,7 @@ def test_spec_options_reach_the_codec():
 
 CLI_CASES = [  # (extra flags, needles)
     (["--codec", "lrisc:stpes=2"], ["--codec lrisc:stpes=2", "'stpes' is not an option of lrisc",
-                                     "checkpoint, steps, sampler, noise, seed, coding, rate_block"]),
+                                     "checkpoint, point, steps, sampler, noise, seed, coding, rate_block"]),
     (["--codec", "lrisc:steps=-1"], ["--codec lrisc:steps=-1", "steps must be an integer in [1, 1000], got '-1'"]),
     (["--codec", "lrisc:steps=many"], ["steps must be an integer in [1, 1000], got 'many'"]),
     (["--codec", "lrisc:seed=abc"], ["seed must be an integer in [0, 9223372036854775807], got 'abc'"]),
@@ -219,7 +219,7 @@ def test_codecs_options_listing(capsys):
     assert listed["uncoded"] == ["estimator", "skip_fraction", "upsample"]
     assert listed["softcast"] == ["chunk", "var_bits", "var_octaves", "estimator"]
     assert listed["deepjscc"] == ["snr", "checkpoint", "checkpoint_dir"]
-    assert listed["lrisc"] == ["checkpoint", "steps", "sampler", "noise", "seed", "coding", "rate_block"]
+    assert listed["lrisc"] == ["checkpoint", "point", "steps", "sampler", "noise", "seed", "coding", "rate_block"]
     assert "num_iter" in listed["bpg-ldpc"] and "num_iter" not in listed["bpg-capacity"]
     assert listed["jpeg2000-ldpc"] == listed["bpg-ldpc"] and listed["jpeg2000-capacity"] == listed["bpg-capacity"]
     one_line_error(capsys, main(["codecs", "--options", "nosuch"]), "unknown codec 'nosuch'")
@@ -232,7 +232,7 @@ TOML_CASES = [  # (file text after the grid, needles)
     ('[[codecs]]\nspec = "lrisc"\nsteps = -1\n', ["key 'codecs[0].steps'", "steps must be an integer in [1, 1000]"]),
     ('[[codecs]]\nspec = "lrisc"\nsteps = "many"\n', ["key 'codecs[0].steps'", "got 'many'"]),
     ('[[codecs]]\nspec = "lrisc"\nseed = "abc"\n', ["key 'codecs[0].seed'", "got 'abc'"]),
-    ('[[codecs]]\nspec = "lrisc"\nstpes = 2\n', ["key 'codecs[0].stpes'", "its options: checkpoint, steps"]),
+    ('[[codecs]]\nspec = "lrisc"\nstpes = 2\n', ["key 'codecs[0].stpes'", "its options: checkpoint, point, steps"]),
     ('[[codecs]]\nspec = "lrisc:stpes=2"\n', ["key 'codecs[0].spec'", "'stpes' is not an option"]),
     ('[[codecs]]\nspec = "softcast"\nvar_octaves = -24.0\n', ["key 'codecs[0].var_octaves'", "(0, 64]"]),
     ('[[codecs]]\nspec = "uncoded"\nlabel = "a"\n[[codecs]]\nspec = "uncoded"\nestimator = "zf"\n',
