@@ -160,14 +160,12 @@ class LinkState:
     h_est : ``B x k`` complex64 or None, the receiver's estimate of them (None: perfect CSI).
     n_pilots : ``B`` int64, the channel uses of each image's frame that carry no data (its own length's pilots,
         ``channels.pilots.PilotLink.pilots``; zeros with perfect CSI).
-    n0 : ``B`` float32, the channel's true noise variance.
     sqnr_db : ``B`` float32 or None, the constellation mapping's SQNR (None: no constellation).
     """
 
     h_true: torch.Tensor
     h_est: torch.Tensor | None
     n_pilots: torch.Tensor
-    n0: torch.Tensor
     sqnr_db: torch.Tensor | None
 
 
@@ -194,11 +192,21 @@ class LinkPath:
             from channels.pilots import PilotLink, parse_csi
 
             self.pilots = PilotLink(parse_csi(variant.csi), channel)
+        self._mapped: tuple | None = None  # (symbols, length, points, SQNR) of the last mapping
+
+    def map(self, symbols: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The constellation points of ``symbols`` and their SQNR (``symbols`` and None without a constellation).
+        The mapping does not depend on the SNR or the trial: an encoding sent at several points (an SNR-unaware
+        encoder) is mapped once, the last one kept by identity."""
+        if self.constellation is None:
+            return symbols, None
+        last = self._mapped
+        if last is None or last[0] is not symbols or last[1] is not length:
+            last = self._mapped = (symbols, length, *self.constellation.quantize(symbols, length))
+        return last[2], last[3]
 
     def send(self, symbols: torch.Tensor, length: torch.Tensor, snr_db: float, realization):
-        s, sqnr = symbols, None
-        if self.constellation is not None:
-            s, sqnr = self.constellation.quantize(symbols, length)
+        s, sqnr = self.map(symbols, length)
         b = s.shape[0]
         if self.pilots is None:
             out = self.channel(s, snr_db, realization)
@@ -207,8 +215,7 @@ class LinkPath:
             est = self.pilots.transmit(s, snr_db, realization)
             out, h_true, h_est = est.out, est.h_true, est.out.h
             n_pil = torch.tensor([self.pilots.pilots(int(n)) for n in length.detach().cpu()], dtype=torch.int64)
-        return s, out, LinkState(h_true=h_true, h_est=h_est, n_pilots=n_pil, n0=out.n0.detach().cpu(),
-                                           sqnr_db=sqnr)
+        return s, out, LinkState(h_true=h_true, h_est=h_est, n_pilots=n_pil, sqnr_db=sqnr)
 
 
 def row_state(variant: LinkVariant, state: LinkState | None, length: torch.Tensor, snr_db: float, fading: bool,

@@ -187,34 +187,41 @@ class SweepConfig:
         return self
 
 
-def _link_axes(cfg: SweepConfig) -> None:
-    """Check the link axes (``csi``, ``design_snr``, ``constellation``): non-empty lists of valid, distinct values,
-    and pilots that fit the channel's coherence blocks."""
-    from lrisc_sim.link import canonical_constellation, canonical_csi, canonical_design_snr
+LINK_EXAMPLES = {"csi": "perfect,ls:2", "design_snr": "channel,10", "constellation": "none,qam16,qam64"}
 
-    for name, canon, example in (("csi", canonical_csi, "perfect,ls:2"),
-                                 ("design_snr", canonical_design_snr, "channel,10"),
-                                 ("constellation", canonical_constellation, "none,qam16,qam64")):
+
+def link_value(name: str, value, channel) -> str | float | None:
+    """One value of the link axis ``name`` (``csi``, ``design_snr``, ``constellation``) in canonical form, checked
+    (a CSI's pilots must fit ``channel``, a spec or a ``Channel``); a one-line ``ConfigError`` about ``name``
+    otherwise. The one check of the sweep front-ends and of ``lrisc_sim.send``."""
+    from lrisc_sim import link
+
+    try:
+        if name == "csi":
+            c = link.canonical_csi(value)
+            link.check_csi(c, channel)
+            return c
+        if name == "design_snr":
+            return link.canonical_design_snr(value)
+        return link.canonical_constellation(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(name, value, str(e)) from None
+
+
+def _link_axes(cfg: SweepConfig) -> None:
+    """Check the link axes (``csi``, ``design_snr``, ``constellation``): non-empty lists of valid, distinct values
+    (:func:`link_value`), pilots that fit the channel's coherence blocks."""
+    for name, example in LINK_EXAMPLES.items():
         values = getattr(cfg, name)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(name, values, f"give at least one value, e.g. {example}")
         seen: dict = {}
         for v in values:
-            try:
-                c = canon(v)
-            except ValueError as e:
-                raise ConfigError(name, v, str(e)) from None
+            c = link_value(name, v, cfg.channel)
             if c in seen:
                 raise ConfigError(name, [seen[c], v], f"{seen[c]} and {v} are the same value; give each once",
                                   show_value=True)
             seen[c] = v
-    from lrisc_sim.link import check_csi
-
-    for c in cfg.csi:
-        try:
-            check_csi(c, cfg.channel)
-        except ValueError as e:
-            raise ConfigError("csi", c, str(e)) from None
 
 
 def _check_channel_object(name: str) -> None:

@@ -204,24 +204,13 @@ def send(codec: Codec | str, x: torch.Tensor, cbr: float, snr_db: float, channel
 
 
 def _variant(csi: str, design_snr, constellation: str, channel: Channel):
-    """The ``LinkVariant`` of ``send``'s link arguments, each checked (a one-line ``ConfigError`` naming it)."""
-    from lrisc_sim.link import (LinkVariant, canonical_constellation, canonical_csi, canonical_design_snr,
-                                check_csi)
+    """The ``LinkVariant`` of ``send``'s link arguments, each checked (``sweep_config.link_value``: a one-line
+    ``ConfigError`` naming it)."""
+    from lrisc_sim.link import LinkVariant
+    from lrisc_sim.sweep_config import link_value
 
-    try:
-        c = canonical_csi(csi)
-        check_csi(c, channel)
-    except (ValueError, TypeError) as e:
-        raise ConfigError("csi", csi, str(e)) from None
-    try:
-        d = canonical_design_snr(design_snr)
-    except ValueError as e:
-        raise ConfigError("design_snr", design_snr, str(e)) from None
-    try:
-        q = canonical_constellation(constellation)
-    except (ValueError, TypeError) as e:
-        raise ConfigError("constellation", constellation, str(e)) from None
-    return LinkVariant(c, d, q)
+    return LinkVariant(link_value("csi", csi, channel), link_value("design_snr", design_snr, channel),
+                       link_value("constellation", constellation, channel))
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> Path:

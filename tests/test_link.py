@@ -169,7 +169,7 @@ def test_row_state_over_the_image_own_symbols():
     h = torch.tensor([[1 + 0j, 2 + 0j, 0j], [1j, 1j, 1j]], dtype=torch.complex64)
     from lrisc_sim.link import LinkState
 
-    st = LinkState(h_true=h, h_est=None, n_pilots=torch.zeros(2, dtype=torch.int64), n0=torch.ones(2), sqnr_db=None)
+    st = LinkState(h_true=h, h_est=None, n_pilots=torch.zeros(2, dtype=torch.int64), sqnr_db=None)
     out = row_state(LinkVariant(), st, torch.tensor([2, 3]), 0.0, True, torch.tensor([True, False]), 100)
     assert out["h2"] == [2.5, 1.0]
     assert out["snr_inst_db"] == pytest.approx([10 * math.log10(2.5), 0.0], abs=1e-4)
