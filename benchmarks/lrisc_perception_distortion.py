@@ -1,6 +1,6 @@
 """LRISC's perception-distortion curve at decode time: denoising steps x sampler noise -> PSNR, MS-SSIM, LPIPS.
 
-    python benchmarks/lrisc_perception_distortion.py --data DIR [--crop 256] [--steps 1,2,4,8,16] \\
+    python benchmarks/lrisc_perception_distortion.py --data DIR [--held-out N] [--crop 256] [--steps 1,2,4,8,16] \\
         [--noise 0,0.5,1] [--snr 10] [--cbr 1/48] [--checkpoint PATH] [--out benchmarks/results/NAME.md]
 
 Every image of ``DIR`` (centre crop ``--crop``) is encoded once per SNR and sent over AWGN with the common random
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of images (validation photos, or Kodak for the report)")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--held-out", type=int, default=None, metavar="N",
+                   help="the last N images of --data only: a recipe's validation split (val = N holds out the last "
+                        "N photos of its first training folder)")
     p.add_argument("--crop", type=int, default=256, help="centre crop side (multiple of 32; MS-SSIM needs > 160)")
     p.add_argument("--steps", default="1,2,4,8,16", help="numbers of DDIM steps")
     p.add_argument("--noise", default="0,0.5,1", help="sampler noise etas in [0, 1]")
@@ -47,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in a.steps.split(",")]
     noises = [float(v) for v in a.noise.split(",")]
     cbr = float(cbr_fraction(a.cbr))
-    paths = image_paths(a.data)[: a.limit]
+    paths = image_paths(a.data)
+    if a.held_out is not None:
+        if not 0 < a.held_out <= len(paths):
+            p.error(f"--held-out {a.held_out}: {a.data} has {len(paths)} images; give 1..{len(paths)}")
+        paths = paths[-a.held_out:]
+    paths = paths[: a.limit]
     images = []
     for path in paths:
         im = load_image(path)
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"# LRISC perception-distortion at decode time ({time.strftime('%Y-%m-%d')})", "",
                  f"`python benchmarks/lrisc_perception_distortion.py {' '.join(argv or sys.argv[1:])}`", "",
-                 f"{len(images)} images of {a.data} ({a.crop} x {a.crop} centre crops), CBR {a.cbr}, AWGN "
+                 f"{len(images)} images of {a.data}{' (held out: ' + ', '.join(v for v, _ in images) + ')' if a.held_out else ''} ({a.crop} x {a.crop} centre crops), CBR {a.cbr}, AWGN "
                  f"{a.snr:g} dB, seed 0; checkpoint {a.checkpoint or 'shipped'}; {a.threads} thread(s).", "",
                  "| sampler noise | steps | PSNR (dB) | MS-SSIM | LPIPS | s / image |", "|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['noise']:g} | {r['steps']} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['lpips']:.4f} | "

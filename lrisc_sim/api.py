@@ -52,7 +52,8 @@ def _grid(name: str, value, parse) -> list:
 
 
 EXAMPLES = {"snr": "'0:15:5'", "cbr": "'1/48'", "codecs": "'uncoded,softcast' or ['uncoded', 'softcast']",
-            "metrics": "'psnr' or ['psnr', 'lpips']", "redo": "'uncoded' or ['uncoded']"}
+            "metrics": "'psnr' or ['psnr', 'lpips']", "redo": "'uncoded' or ['uncoded']",
+            "drop": "'uncoded' or ['uncoded']"}
 
 
 def _names(name: str, value) -> list[str]:
@@ -89,14 +90,15 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
           batch_size: int = 4, device: str = "auto", metrics: str | Sequence[str] = ("psnr", "ms_ssim", "lpips"),
           side_charge: str = "fixed", equalizer: str = "mmse", checkpoints: dict[str, str] | None = None,
           codec_options: dict[str, dict] | None = None, decode_batch: int | None = None, progress: bool = True,
-          quiet: bool = True, redo: str | Sequence[str] = (), executor: str = "local",
+          quiet: bool = True, redo: str | Sequence[str] = (), drop: str | Sequence[str] = (),
+          executor: str = "local",
           ray_address: str | None = None, csi: str | Sequence[str] = "perfect",
           design_snr: str | float | Sequence[str | float] = "channel", constellation: str | Sequence[str] = "none"):
     """Run (or resume, or extend) a sweep into ``out`` and return the rows of the requested grid
     (``pandas.DataFrame``, one row per image and (codec, CBR, SNR, trial), the columns of ``results.csv``; the
     folder may hold more points after an extension).
 
-    ``codecs``, ``metrics``, ``redo``: a list or a comma-separated string; ``snr``/``cbr``: the CLI grammar
+    ``codecs``, ``metrics``, ``redo``, ``drop`` (codecs this sweep no longer lists whose rows leave ``out``): a list or a comma-separated string; ``snr``/``cbr``: the CLI grammar
     (``"0:15:5"``, ``"1/64,1/48"``), numbers, or lists of either; ``dataset``/``out``: ``str`` or ``Path``;
     ``checkpoints``: codec name -> weights file; ``codec_options``: codec spec -> options (as the keys of an
     experiment file's ``[[codecs]]``); ``csi``, ``design_snr``, ``constellation``: the link axes
@@ -133,7 +135,7 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
                       constellation=_axis(constellation))
     out = _path("out", out, "an output folder, e.g. 'runs/sweep'")
     run_sweep(cfg, out, executor=executor, ray_address=ray_address, progress=progress, quiet=quiet,
-              redo=_names("redo", redo))
+              redo=_names("redo", redo), drop=_names("drop", drop))
     return rows_of(load(Path(out) / "results.csv"), cfg)
 
 

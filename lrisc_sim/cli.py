@@ -21,6 +21,9 @@ def _add_common_run_options(p: argparse.ArgumentParser, redo: bool = True) -> No
     p.add_argument("--redo", action="append", default=[], metavar="CODEC",
                    help="recompute the rows of these codec specs (comma-separated, repeatable), e.g. after "
                         "retraining a checkpoint; other codecs resume as usual")
+    p.add_argument("--drop", action="append", default=[], metavar="CODEC",
+                   help="remove the rows of these codec specs, which this run no longer lists, from the output "
+                        "folder (comma-separated, repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +239,7 @@ def cmd_sweep(a) -> int:
                                  design_snr=_list(a.design_snr), constellation=_list(a.constellation)))
     set_threads(a.threads)
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
-              redo=_redo(a.redo))
+              redo=_redo(a.redo), drop=_redo(a.drop))
     return 0
 
 
@@ -261,9 +264,10 @@ def cmd_run(a) -> int:
 
     try:
         run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
-                       progress=not a.no_progress, device=a.device, redo=_redo(a.redo))
+                       progress=not a.no_progress, device=a.device, redo=_redo(a.redo),
+                       drop=_redo(a.drop))
     except ConfigError as e:  # the file's keys, except what came from flags
-        if e.field in ("out", "executor", "ray_address", "redo", "device"):
+        if e.field in ("out", "executor", "ray_address", "redo", "drop", "device"):
             raise CliError(e.worded(FLAGS)) from None
         raise CliError(f"{a.experiment}: key '{e.name(TOML_KEYS)}': {e.problem}") from None
     return 0

@@ -1,4 +1,4 @@
-"""Measured facts quoted in README.md and ARCHITECTURE.md, generated from their sources so they cannot drift.
+"""Measured facts quoted in README.md, ARCHITECTURE.md and the checkpoint READMEs, generated from their sources so they cannot drift.
 
 A measured number in the docs is written between markers, ``<!-- fact NAME -->TEXT<!-- /fact -->``, and ``TEXT``
 is rewritten from the fact's source by ``python -m lrisc_sim.docfacts`` (``--check`` only reports drift; the
@@ -10,7 +10,10 @@ renders as "not measured" rather than a stale number.
 Facts (``NAME``): ``lrisc_steps`` (LRISC's default number of DDIM steps, the codec option),
 ``lrisc_decode_s`` (seconds per 768 x 512 point at those steps, one thread, from
 ``benchmarks/results/lrisc_decode_time.md``), ``fig_time:EXPERIMENT`` (wall time of ``lrisc-sim run
-experiments/EXPERIMENT.toml`` from scratch, with its thread count).
+experiments/EXPERIMENT.toml`` from scratch, with its thread count), ``card:CODEC/NAME:KEY.KEY...`` (a value of a
+shipped model card ``lrisc_sim/checkpoints/CODEC/NAME.json``, e.g.
+``card:lrisc/lrisc_small:kodak.lpips_reduction_vs_deepjscc_pct.mean``; a number picks a list item,
+``recipe_stages.0.cpu_hours``; a list renders as ``a / b / c``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "ARCHITECTURE.md")
-MARK = re.compile(r"<!-- fact (?P<name>[\w:.-]+) -->(?P<text>.*?)<!-- /fact -->", re.S)
+DOCS = ("README.md", "ARCHITECTURE.md", "lrisc_sim/checkpoints/lrisc/README.md",
+        "lrisc_sim/checkpoints/deepjscc/README.md")
+MARK = re.compile(r"<!-- fact (?P<name>[\w:./-]+) -->(?P<text>.*?)<!-- /fact -->", re.S)
 NOT_MEASURED = "not measured"
 
 
@@ -57,8 +61,28 @@ def fig_time(name: str) -> str:
     return f"{rec['wall_s'] / 60:.1f} min on {rec['threads']} thread{'s' if rec['threads'] != 1 else ''}"
 
 
+def card(arg: str) -> str:
+    """A value of a shipped model card: ``CODEC/NAME:KEY.KEY...`` (a number picks a list item; numbers as the card
+    stores them, lists joined by `` / ``); "not measured" when the card or the key is missing."""
+    stem, _, keys = arg.partition(":")
+    path = ROOT / "lrisc_sim" / "checkpoints" / f"{stem}.json"
+    if not keys or not path.is_file():
+        return NOT_MEASURED
+    v = json.loads(path.read_text())
+    for k in keys.split("."):
+        if isinstance(v, list) and k.isdigit() and int(k) < len(v):
+            v = v[int(k)]
+        elif isinstance(v, dict) and k in v:
+            v = v[k]
+        else:
+            return NOT_MEASURED
+    if isinstance(v, list):
+        return " / ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 FACTS: dict[str, Callable[[str], str]] = {"lrisc_steps": lrisc_steps, "lrisc_decode_s": lrisc_decode_s,
-                                          "fig_time": fig_time}
+                                          "fig_time": fig_time, "card": card}
 
 
 def value(name: str) -> str:
@@ -81,8 +105,9 @@ def stale(root: Path = ROOT) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrisc_sim.docfacts",
-                                description="Rewrite the measured facts in README.md and ARCHITECTURE.md from "
-                                            "their sources (model cards, benchmark outputs).")
+                                description="Rewrite the measured facts in README.md, ARCHITECTURE.md and the "
+                                            "checkpoint READMEs from their sources (model cards, benchmark "
+                                            "outputs).")
     p.add_argument("--check", action="store_true", help="only report docs whose facts are out of date (exit 1)")
     a = p.parse_args(argv)
     if a.check:

@@ -209,9 +209,10 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def run_experiment(path: str | Path, out: str | Path | None = None, executor: str = "local",
                    ray_address: str | None = None, progress: bool = True, device: str = "auto", quiet: bool = False,
-                   redo: Sequence[str] = ()):
+                   redo: Sequence[str] = (), drop: Sequence[str] = ()):
     """Run (or resume) an experiment into its output folder; returns the summary (sweeps) or grid path.
-    ``redo``: codec specs whose rows are recomputed (a visual grid is always made anew)."""
+    ``redo``: codec specs whose rows are recomputed (a visual grid is always made anew); ``drop``: codec specs the
+    file no longer lists whose rows leave the folder."""
     from lrisc_sim.engine import output_dir
     from lrisc_sim.safeio import atomic_write_text, folder_lock
 
@@ -229,7 +230,8 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
             from lrisc_sim.sweep_run import run_sweep
 
             result = run_sweep(exp.sweep, dest, executor=executor, ray_address=ray_address, progress=progress,
-                               quiet=quiet, title=exp.title, labels=exp.labels, redo=redo)
+                               quiet=quiet, title=exp.title, labels=exp.labels, redo=redo,
+                               drop=drop)
             if exp.compare is not None:  # the paired differences to the file's reference codec
                 from lrisc_sim.paired import run_compare
 

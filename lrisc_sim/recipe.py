@@ -38,12 +38,14 @@ the commit. Nothing in a recipe is executed: ``codec`` is looked up among the tr
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lrisc_sim.safeio import atomic_write_text
 from lrisc_sim.trainer import Data, StageConfig, TrainTask
 
 #: Built-in trainable codecs: name -> their TrainTask (imported lazily).
@@ -281,12 +283,29 @@ def run_recipe(path: str | Path, device: str = "cpu", threads: int | None = None
             last = rdir / f"{recipe.stages[-1].name}.safetensors"
             recipe.ship.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(last, recipe.ship)
-            shutil.copyfile(last.with_suffix(".json"), recipe.ship.with_suffix(".json"))
-            log(f"shipped {recipe.ship}")
+            shipped = {**json.loads(last.with_suffix(".json").read_text()), **stage_lineage(recipe, rdir)}
+            atomic_write_text(recipe.ship.with_suffix(".json"), json.dumps(shipped, indent=2) + "\n")
+            log(f"shipped {recipe.ship} ({shipped['recipe_cpu_hours']:.2f} CPU-hours over its "
+                f"{len(recipe.stages)} stage(s))")
         if recipe.carry is not None:
             for p in recipe.carry.glob(f"{recipe.name}.*"):
                 p.unlink()
     return card
+
+
+def stage_lineage(recipe: Recipe, rdir: Path) -> dict:
+    """What the shipped card adds to the last stage's: ``recipe_stages``, each stage of the recipe with its steps,
+    CPU-hours, start (``init``) and last validation (from the stage's export card), and ``recipe_cpu_hours``, their
+    sum (warm starts from outside the recipe not included: the first stage's ``init`` names them)."""
+    stages, total = [], 0.0
+    for st in recipe.stages:
+        path = rdir / f"{st.name}.json"
+        c = json.loads(path.read_text()) if path.is_file() else {}
+        hours = float(c.get("cpu_hours", 0.0))
+        total += hours
+        stages.append({"name": st.name, "steps": c.get("steps"), "cpu_hours": round(hours, 4), "init": st.init,
+                       "validation": c.get("validation")})
+    return {"recipe_stages": stages, "recipe_cpu_hours": round(total, 4)}
 
 
 def _init_path(recipe: Recipe, i: int, rdir: Path) -> Path | None:

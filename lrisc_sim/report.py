@@ -98,7 +98,7 @@ def _table(summary, x: str) -> list[str]:
 
 
 def _lpips_reduction(summary, x: str) -> str | None:
-    """The LPIPS reduction of each LRISC codec of the table (``lrisc``, ``lrisc:point=perceptual``, ...) against
+    """The LPIPS reduction of each LRISC codec of the table (``lrisc``, ``lrisc:point=distortion``, ...) against
     DeepJSCC, on average and per point."""
     b = summary[summary["codec"] == "deepjscc"].set_index(x)["lpips"]
     out = []

@@ -57,7 +57,7 @@ def _check_stale(out: Path, old: dict, new: dict[str, dict], done: set[tuple]) -
 
 def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_address: str | None = None,
               progress: bool = True, quiet: bool = False, title: str | None = None,
-              labels: dict[str, str] | None = None, redo: Sequence[str] = ()):
+              labels: dict[str, str] | None = None, redo: Sequence[str] = (), drop: Sequence[str] = ()):
     """Run (or resume, or extend) a sweep; returns the summary DataFrame of the whole folder.
 
     One experiment per folder: the folder's identity (``lrisc_sim.identity``: dataset and image digests, channel,
@@ -65,7 +65,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
     sweep with another identity is refused with a one-line ``ConfigError`` about ``out`` saying what differs
     (a codec's changed settings: ``redo`` it). More SNR or CBR points, codecs or trials extend the folder (said on
     stderr; ``config.json`` records the union grid). Finished points are not redone, except those of the codecs
-    in ``redo``; when ``redo`` covers every codec with rows, the folder takes this run's identity.
+    in ``redo``; when ``redo`` covers every codec with rows, the folder takes this run's identity. ``drop``: codecs
+    that this run does not list whose rows leave the folder (an experiment that no longer has them); rows of other
+    codecs outside this run stay, and the run says so on stderr.
     The folder's run lock (``safeio.folder_lock``) is held throughout: a second writer is refused. ``cfg`` is
     validated first (``SweepConfig.validate``: a ``ConfigError`` names the bad field). A full disk ends the run
     with a one-line ``DiskFull`` naming the folder (the rows so far are kept)."""
@@ -79,7 +81,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, executor: str = "local", ray_ad
     out = output_dir(out)
     with folder_lock(out):
         try:
-            return _run_sweep(cfg, out, executor, ray_address, progress, quiet, title, labels, redo)
+            return _run_sweep(cfg, out, executor, ray_address, progress, quiet, title, labels, redo, drop)
         except OSError as e:
             if e.errno in NO_SPACE:
                 raise DiskFull(out, count_rows(out / "results.csv")) from None
@@ -151,7 +153,7 @@ def _mismatch(out: Path, diffs: list[tuple[str, str]], old: dict, with_rows: set
 
 
 def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | None, progress: bool, quiet: bool,
-               title: str | None, labels: dict[str, str] | None, redo: Sequence[str]):
+               title: str | None, labels: dict[str, str] | None, redo: Sequence[str], drop: Sequence[str] = ()):
     from channels import make_channel
     from lrisc_sim.data import load_dataset
     from lrisc_sim.identity import differences, extension, folder_identity, legacy_identity, union_grid
@@ -177,8 +179,25 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
     if unknown:
         raise ConfigError("redo", unknown, f"not a codec of this sweep (codecs: {', '.join(cfg.codecs)})",
                           show_value=True)
+    listed = sorted(set(drop) & set(cfg.codecs))
+    if listed:
+        raise ConfigError("drop", listed, f"is a codec of this sweep; --redo recomputes its rows, --drop is for "
+                                          "codecs this run no longer lists", show_value=True)
     ident = folder_identity(cfg, items)
     with_rows = {k[0] for k in table.done}
+    absent = sorted(set(drop) - with_rows)
+    if absent:
+        raise ConfigError("drop", absent, f"{out} has no rows of it (codecs with rows: "
+                                          f"{', '.join(sorted(with_rows)) or 'none'})", show_value=True)
+    if drop:
+        n = table.drop(drop)
+        with_rows -= set(drop)
+        if not quiet:
+            print(f"lrisc-sim: removed {n} rows of {', '.join(sorted(drop))} from {out}", file=sys.stderr)
+    outside = sorted(with_rows - set(cfg.codecs))
+    if outside and not quiet:
+        print(f"lrisc-sim: {out} also holds rows of {', '.join(outside)}, which this run does not list: they stay "
+              f"in its tables and plots (--drop {','.join(outside)} removes them)", file=sys.stderr)
     old_ident = {"side_charge_spec": old.get("side_charge"), **(old.get("identity") or legacy_identity(old))} \
         if old else {}
     diffs = differences(old_ident, ident) if old and with_rows else []
@@ -194,6 +213,11 @@ def _run_sweep(cfg: SweepConfig, out: Path, executor: str, ray_address: str | No
     fps = json.loads(json.dumps(fingerprints(engine, list(cfg.codecs)), default=str))  # as stored
     _check_stale(out, old.get("codec_fingerprints", {}), fps, table.done)
     kept = old if table.done else {}  # the folder's grid, while rows of it remain
+    if drop and kept:  # a dropped codec leaves the folder's record too
+        kept = {**kept, "codecs": [c for c in kept.get("codecs", []) if c not in drop],
+                "codec_options": {k: v for k, v in (kept.get("codec_options") or {}).items() if k not in drop},
+                "codec_fingerprints": {k: v for k, v in (kept.get("codec_fingerprints") or {}).items()
+                                       if k not in drop}}
     added = extension(kept, cfg)
     if added:
         print(f"lrisc-sim: extending {out}: {', '.join(added)}", file=sys.stderr)

@@ -270,7 +270,10 @@ class Trainer:
                                  "or start the stage afresh (--fresh)")
             loss_avg = dict(meta["loss_avg"])
             warm_from, ema_updates = meta["warm_from"], meta["ema_updates"]
-            run.prior_cpu_hours = float(meta["prior_cpu_hours"])
+            # the CPU-hours so far as saved (a state of an older version has none: its prior share), so that a
+            # resume with another thread count charges only the time after it at the new count
+            run.prior_cpu_hours = (float(meta["cpu_hours"]) - run.cpu_hours(run.elapsed) + run.prior_cpu_hours
+                                   if "cpu_hours" in meta else float(meta["prior_cpu_hours"]))
             log(f"resumed {self.state} at step {run.step}")
         elif continue_export and init is not None:
             card = read_card(init.with_suffix(".json"), "delete it (and its weights) to start the stage afresh")
@@ -304,7 +307,7 @@ class Trainer:
         def save() -> None:
             run.save(model, opt, ema.shadow if ema else None, stage=stage.name, loss_avg=loss_avg,
                      warm_from=warm_from, ema_updates=ema.updates if ema else 0,
-                     prior_cpu_hours=run.prior_cpu_hours, config=asdict(stage))
+                     prior_cpu_hours=run.prior_cpu_hours, cpu_hours=run.cpu_hours(), config=asdict(stage))
 
         def validate_and_export() -> dict:
             m = weights()

@@ -1,6 +1,7 @@
 """The command line end to end: a sweep writes its files, resumes after an interruption without losing or
 repeating rows, and bad input gives one line and a non-zero exit."""
 
+import json
 import subprocess
 import sys
 
@@ -78,6 +79,29 @@ def test_redo_recomputes_only_named_codecs(tiny_folder, tmp_path, capsys):
     assert main(sweep_args(tiny_folder, out, "--redo", "softcast,bogus")) == 2
     err = capsys.readouterr().err.strip()
     assert "--redo bogus: not a codec of this sweep" in err and len(err.splitlines()) == 1
+
+
+def test_drop_removes_a_codec_the_run_no_longer_lists(tiny_folder, tmp_path, capsys):
+    """Rows of a codec outside the run stay and the run says so; --drop removes them, its record goes too."""
+    out = tmp_path / "d"
+    assert main(sweep_args(tiny_folder, out)) == 0
+    one = [a if a != "softcast,uncoded" else "uncoded" for a in sweep_args(tiny_folder, out)]
+    assert "uncoded" in one
+    capsys.readouterr()
+    assert main(one) == 0
+    assert "also holds rows of softcast, which this run does not list" in capsys.readouterr().err
+    assert main(one + ["--drop", "softcast"]) == 0
+    assert "removed 36 rows of softcast" in capsys.readouterr().err
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows["codec"]) == {"uncoded"} and len(rows) == 36
+    assert set(pd.read_csv(out / "summary.csv")["codec"]) == {"uncoded"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert "softcast" not in cfg["codec_fingerprints"] and "softcast" not in cfg["codecs"]
+    for bad, msg in ((["--drop", "uncoded"], "--drop uncoded: is a codec of this sweep; --redo recomputes"),
+                     (["--drop", "softcast"], "has no rows of it")):
+        assert main(one + bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, msg", [

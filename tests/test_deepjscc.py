@@ -213,8 +213,16 @@ def test_short_training_lowers_loss_resumes_and_continues_its_export(tmp_path, c
     assert f"| 1/16 | {2 ** d} | {c} | 8/8 |" in write_summary(tmp_path / "out").read_text()
     # a longer run resumes the state at step 60; without the state, the export is continued, never overwritten
     p.write_text(p.read_text().replace("steps = 60", "steps = 80"))
-    card2 = run_recipe(p, threads=1, log=lambda *a: None)
+    threads = torch.get_num_threads()
+    try:
+        card2 = run_recipe(p, threads=8, log=lambda *a: None)  # resumed with another thread count
+    finally:
+        torch.set_num_threads(threads)
     assert [h["step"] for h in card2["history"]] == [20, 40, 60, 80]
+    # the time before the resume stays charged at 1 thread, only the time after it at 8
+    added = card2["wall_time_s"] - card["wall_time_s"]
+    assert card["wall_time_s"] * 7 / 3600 > 5e-4  # else the check below could not tell the two apart
+    assert card2["cpu_hours"] == pytest.approx(card["cpu_hours"] + added * 8 / 3600, abs=2e-4)
     (cache / "train" / "short" / "a.state.safetensors").unlink()
     p.write_text(p.read_text().replace("steps = 80", "steps = 100"))
     msgs = []

@@ -55,3 +55,20 @@ def test_facts_follow_their_sources(tmp_path, monkeypatch):
     assert docfacts.stale(tmp_path) == ["README.md"]
     with pytest.raises(KeyError, match="unknown fact"):
         docfacts.render("<!-- fact nope -->x<!-- /fact -->")
+
+
+def test_card_facts_read_the_model_card(tmp_path, monkeypatch):
+    monkeypatch.setattr(docfacts, "ROOT", tmp_path)
+    assert docfacts.value("card:lrisc/m:kodak.mean") == docfacts.NOT_MEASURED
+    (tmp_path / "lrisc_sim" / "checkpoints" / "lrisc").mkdir(parents=True)
+    (tmp_path / "lrisc_sim" / "checkpoints" / "lrisc" / "m.json").write_text(
+        json.dumps({"cpu_hours": 1.7835, "kodak": {"red": {"mean": 41.2, "per_snr": [43.25, 41.0]}},
+                    "stages": [{"name": "p", "steps": 1500}]}))
+    assert docfacts.value("card:lrisc/m:cpu_hours") == "1.7835"
+    assert docfacts.value("card:lrisc/m:kodak.red.mean") == "41.2"
+    assert docfacts.value("card:lrisc/m:kodak.red.per_snr") == "43.25 / 41"
+    assert docfacts.value("card:lrisc/m:kodak.red.nope") == docfacts.NOT_MEASURED
+    assert docfacts.value("card:lrisc/m:stages.0.steps") == "1500"
+    assert docfacts.value("card:lrisc/m:stages.1.steps") == docfacts.NOT_MEASURED
+    doc = "<!-- fact card:lrisc/m:kodak.red.mean -->0<!-- /fact -->%"
+    assert docfacts.render(doc) == "<!-- fact card:lrisc/m:kodak.red.mean -->41.2<!-- /fact -->%"

@@ -111,7 +111,9 @@ def test_extending_is_said_and_config_records_the_union_grid(data, tmp_path, cap
     assert json.loads((out / "config.json").read_text())["cbr"] == ["1/16", "1/8"]
     # the same command again (a subset of the grid) extends nothing and recomputes nothing
     assert main(sweep(d1, out)) == 0
-    assert "extending" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lrisc-sim: extending" not in err
+    assert "also holds rows of softcast, which this run does not list" in err  # said, not silently merged
     assert len(pd.read_csv(out / "results.csv")) == 26
 
 

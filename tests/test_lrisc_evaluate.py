@@ -65,12 +65,14 @@ def test_unknown_redo_codec_is_refused(tmp_path, tiny_folder, capsys):
 
 
 def test_each_shipped_point_has_its_own_readme_block(tmp_path):
-    """The perceptual point's Kodak table goes into its own block, never over the default model's."""
+    """A non-default point's Kodak table (the distortion point) goes into its own block, never over the default
+    model's (the perceptual point)."""
     from lrisc_sim.lrisc.evaluate import markers, update_readme
 
     readme = tmp_path / "README.md"
-    b2, e2 = markers("lrisc_small_perceptual")
+    b2, e2 = markers("lrisc_small")
+    assert (b2, e2) != (README_BEGIN, README_END)
     readme.write_text(f"{README_BEGIN}\ndefault\n{README_END}\n{b2}\nold\n{e2}\n")
-    assert update_readme(readme, ["new"], "lrisc_small_perceptual")
+    assert update_readme(readme, ["new"], "lrisc_small")
     assert readme.read_text() == f"{README_BEGIN}\ndefault\n{README_END}\n{b2}\nnew\n{e2}\n"
-    assert markers("lrisc_small") == (README_BEGIN, README_END)
+    assert markers("lrisc_small_perceptual") == (README_BEGIN, README_END)

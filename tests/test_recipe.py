@@ -143,6 +143,14 @@ eta = 0.0
 
     codec = make_lrisc(checkpoint=str(shipped))
     assert codec.model.cfg.preset == "tiny" and shipped.with_suffix(".json").is_file()
+    # the shipped card names every stage of the recipe with its CPU-hours, and their sum
+    ship_card = json.loads(shipped.with_suffix(".json").read_text())
+    stages = {st["name"]: st for st in ship_card["recipe_stages"]}
+    assert list(stages) == ["s1", "s2", "s3"] and [st["steps"] for st in stages.values()] == [1, 2, 1]
+    assert stages["s2"]["init"] == "previous" and stages["s3"]["validation"] == card["validation"]
+    each = [json.loads((cache / "train" / "lr" / f"{n}.json").read_text())["cpu_hours"] for n in stages]
+    assert ship_card["recipe_cpu_hours"] == pytest.approx(sum(each), abs=1e-4) and ship_card["recipe_cpu_hours"] > 0
+    assert ship_card["history"] == card["history"]  # the last stage's card, with the lineage added
 
 
 class NaNTask(TrainTask):

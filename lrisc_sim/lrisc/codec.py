@@ -34,13 +34,16 @@ from lrisc_sim.lrisc.rate_index import MODES
 from lrisc_sim.plugins import codec_factory
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "lrisc"
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "lrisc_small.safetensors"
 #: the shipped operating points of eq. (11) (codec option ``point``): weights file and the recipe that makes it
-POINTS = {"distortion": (DEFAULT_CHECKPOINT, "recipes/lrisc_small.toml"),
-          "perceptual": (CHECKPOINT_DIR / "lrisc_small_perceptual.safetensors", "recipes/lrisc_perceptual.toml")}
-DEFAULT_POINT = "distortion"
-#: denoising steps when the user chooses none (the decode-time choice of benchmarks/results/lrisc_decode_time.md)
-DEFAULT_STEPS = 4
+POINTS = {"perceptual": (CHECKPOINT_DIR / "lrisc_small_perceptual.safetensors", "recipes/lrisc_perceptual.toml"),
+          "distortion": (CHECKPOINT_DIR / "lrisc_small.safetensors", "recipes/lrisc_small.toml")}
+#: the paper's operating point (eta >= 0.5 in eq. 11) is the default
+DEFAULT_POINT = "perceptual"
+DEFAULT_CHECKPOINT, DEFAULT_RECIPE = POINTS[DEFAULT_POINT]
+#: denoising steps when the user chooses none, set from the decode-time perception-distortion curves on the
+#: validation photos (benchmarks/results/lrisc_perception_distortion_*val.md): 2 steps are at least as good as
+#: any other count on PSNR and LPIPS, and the sampler noise changes nothing
+DEFAULT_STEPS = 2
 DEFAULT_ENCODER_SNR = 10.0  # SNR given to f_e's SNR module when the engine passes none
 
 
@@ -81,9 +84,9 @@ class LRISCCodec(Codec):
     snr_aware_encoder = True
     options = (Option("checkpoint", "path", None, "a .safetensors LRISC model (default: the shipped model of "
                       "'point')"),
-               Option("point", "str", DEFAULT_POINT, "shipped operating point of eq. (11): distortion (fine-tuned "
-                      "to eta 0.05, lrisc_small) or perceptual (the paper's eta 0.5 at CBR 1/48, "
-                      "lrisc_small_perceptual)", choices=tuple(POINTS)),
+               Option("point", "str", DEFAULT_POINT, "shipped operating point of eq. (11): perceptual (the paper's, "
+                      "eta 0.5 then 0.8, trained at CBR 1/48; lrisc_small_perceptual) or distortion "
+                      "(fine-tuned to eta 0.05 for PSNR; lrisc_small)", choices=tuple(POINTS)),
                Option("steps", "int", DEFAULT_STEPS, "denoising steps of g_d, chosen at decode time "
                       "(benchmarks/results/lrisc_decode_time.md)", low=1, high=1000),
                Option("sampler", "str", "ddim", "diffusion sampler: ddim (eq. 8) or dpm (DPM-Solver++ 2M)",
@@ -239,7 +242,7 @@ def availability(name: str) -> str:
     """'ok' when the shipped checkpoint exists, else how to get one."""
     if DEFAULT_CHECKPOINT.is_file():
         return "ok"
-    return "no shipped checkpoint yet: `lrisc-sim train recipes/lrisc_small.toml`, or checkpoint=PATH"
+    return f"no shipped checkpoint yet: `lrisc-sim train {DEFAULT_RECIPE}`, or checkpoint=PATH"
 
 
 def latent_rgb(z: torch.Tensor, reference: torch.Tensor | None = None, size: tuple[int, int] | None = None
