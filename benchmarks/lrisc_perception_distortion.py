@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--held-out {a.held_out}: {a.data} has {len(paths)} images; give 1..{len(paths)}")
         paths = paths[-a.held_out:]
     paths = paths[: a.limit]
+    held = f" (held out: {', '.join(p.stem for p in paths)})" if a.held_out else ""
     images = []
     for path in paths:
         im = load_image(path)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"# LRISC perception-distortion at decode time ({time.strftime('%Y-%m-%d')})", "",
                  f"`python benchmarks/lrisc_perception_distortion.py {' '.join(argv or sys.argv[1:])}`", "",
-                 f"{len(images)} images of {a.data}{' (held out: ' + ', '.join(v for v, _ in images) + ')' if a.held_out else ''} ({a.crop} x {a.crop} centre crops), CBR {a.cbr}, AWGN "
+                 f"{len(images)} images of {a.data}{held} ({a.crop} x {a.crop} centre crops), CBR {a.cbr}, AWGN "
                  f"{a.snr:g} dB, seed 0; checkpoint {a.checkpoint or 'shipped'}; {a.threads} thread(s).", "",
                  "| sampler noise | steps | PSNR (dB) | MS-SSIM | LPIPS | s / image |", "|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['noise']:g} | {r['steps']} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['lpips']:.4f} | "

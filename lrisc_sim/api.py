@@ -98,7 +98,8 @@ def sweep(codecs: str | Sequence[str], snr: str | Sequence[float] = "0:15:5",
     (``pandas.DataFrame``, one row per image and (codec, CBR, SNR, trial), the columns of ``results.csv``; the
     folder may hold more points after an extension).
 
-    ``codecs``, ``metrics``, ``redo``, ``drop`` (codecs this sweep no longer lists whose rows leave ``out``): a list or a comma-separated string; ``snr``/``cbr``: the CLI grammar
+    ``codecs``, ``metrics``, ``redo``, ``drop`` (codecs this sweep no longer lists whose rows leave ``out``): a
+    list or a comma-separated string; ``snr``/``cbr``: the CLI grammar
     (``"0:15:5"``, ``"1/64,1/48"``), numbers, or lists of either; ``dataset``/``out``: ``str`` or ``Path``;
     ``checkpoints``: codec name -> weights file; ``codec_options``: codec spec -> options (as the keys of an
     experiment file's ``[[codecs]]``); ``csi``, ``design_snr``, ``constellation``: the link axes

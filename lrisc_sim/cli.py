@@ -239,7 +239,7 @@ def cmd_sweep(a) -> int:
                                  design_snr=_list(a.design_snr), constellation=_list(a.constellation)))
     set_threads(a.threads)
     run_sweep(cfg, a.out, executor=a.executor, ray_address=a.ray_address, progress=not a.no_progress,
-              redo=_redo(a.redo), drop=_redo(a.drop))
+              redo=_codec_names(a.redo), drop=_codec_names(a.drop))
     return 0
 
 
@@ -248,7 +248,8 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def _redo(values: list[str]) -> list[str]:
+def _codec_names(values: list[str]) -> list[str]:
+    """The codec specs of a repeatable, comma-separated flag (``--redo``, ``--drop``)."""
     return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
@@ -264,8 +265,8 @@ def cmd_run(a) -> int:
 
     try:
         run_experiment(a.experiment, out=a.out, executor=a.executor, ray_address=a.ray_address,
-                       progress=not a.no_progress, device=a.device, redo=_redo(a.redo),
-                       drop=_redo(a.drop))
+                       progress=not a.no_progress, device=a.device, redo=_codec_names(a.redo),
+                       drop=_codec_names(a.drop))
     except ConfigError as e:  # the file's keys, except what came from flags
         if e.field in ("out", "executor", "ray_address", "redo", "drop", "device"):
             raise CliError(e.worded(FLAGS)) from None

@@ -1,4 +1,5 @@
-"""Measured facts quoted in README.md, ARCHITECTURE.md and the checkpoint READMEs, generated from their sources so they cannot drift.
+"""Measured facts quoted in README.md, ARCHITECTURE.md and the checkpoint READMEs, generated from their sources so
+they cannot drift.
 
 A measured number in the docs is written between markers, ``<!-- fact NAME -->TEXT<!-- /fact -->``, and ``TEXT``
 is rewritten from the fact's source by ``python -m lrisc_sim.docfacts`` (``--check`` only reports drift; the

@@ -217,6 +217,9 @@ def run_experiment(path: str | Path, out: str | Path | None = None, executor: st
     from lrisc_sim.safeio import atomic_write_text, folder_lock
 
     exp = load_experiment(path)
+    if exp.kind == "visual" and drop:  # never silently ignored
+        raise ConfigError("drop", list(drop), f"{exp.path} is a visual grid, which keeps no rows to drop; leave "
+                                              "--drop out", show_value=True)
     exp.sweep.device = device
     dest = output_dir(exp.out if out is None else out)
     with folder_lock(dest):  # one run per output folder at a time

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lrisc_sim.grammar import cbr_label
+from lrisc_sim.link import channel_of
 
 PAPER_CLAIMS = {
     "fig4_snr": ["LRISC has the highest PSNR over the whole SNR range.",
@@ -237,8 +238,6 @@ def _capacity_outage(summaries: dict | None) -> str:
         if "channel" not in s or not {"bpg-capacity", "bpg-ldpc"} <= set(s["codec"]):
             continue
         for channel, g in s.groupby("channel"):
-            from lrisc_sim.link import channel_of
-
             if channel_of(channel).split(":")[0] == "awgn":
                 continue
             x = "snr_db" if g["snr_db"].nunique() > 1 else "cbr_target"

@@ -24,8 +24,8 @@ FLAGS = {"codecs": "--codec", "snr_db": "--snr", "cbr": "--cbr", "channel": "--c
          "dataset": "--dataset", "limit": "--limit", "trials": "--trials", "seed": "--seed",
          "batch_size": "--batch-size", "device": "--device", "metrics": "--metrics", "side_charge": "--side-charge",
          "codec_options": "--checkpoint", "decode_batch": "--decode-batch", "out": "--out", "executor": "--executor",
-         "ray_address": "--ray-address", "redo": "--redo", "drop": "--drop", "csi": "--csi", "design_snr": "--design-snr",
-         "constellation": "--constellation"}
+         "ray_address": "--ray-address", "redo": "--redo", "drop": "--drop", "csi": "--csi",
+         "design_snr": "--design-snr", "constellation": "--constellation"}
 #: The experiment-file key of each field (``experiments/*.toml``).
 TOML_KEYS = {"codecs": "codecs[{i}].spec", "snr_db": "grid.snr", "cbr": "grid.cbr", "channel": "channel.model",
              "equalizer": "channel.equalizer", "dataset": "dataset", "limit": "limit", "trials": "trials",

@@ -272,8 +272,10 @@ class Trainer:
             warm_from, ema_updates = meta["warm_from"], meta["ema_updates"]
             # the CPU-hours so far as saved (a state of an older version has none: its prior share), so that a
             # resume with another thread count charges only the time after it at the new count
-            run.prior_cpu_hours = (float(meta["cpu_hours"]) - run.cpu_hours(run.elapsed) + run.prior_cpu_hours
-                                   if "cpu_hours" in meta else float(meta["prior_cpu_hours"]))
+            if "cpu_hours" in meta:
+                run.prior_cpu_hours += float(meta["cpu_hours"]) - run.cpu_hours(run.elapsed)
+            else:
+                run.prior_cpu_hours = float(meta["prior_cpu_hours"])
             log(f"resumed {self.state} at step {run.step}")
         elif continue_export and init is not None:
             card = read_card(init.with_suffix(".json"), "delete it (and its weights) to start the stage afresh")

@@ -122,6 +122,10 @@ def test_visual_experiment_grid(tiny, tmp_path):
     assert grid.is_file() and grid.stat().st_size > 1000
     m = pd.read_csv(out / "metrics.csv")
     assert len(m) == 4 and set(m["codec"]) == {"softcast", "uncoded"}
+    from lrisc_sim.sweep_config import ConfigError
+
+    with pytest.raises(ConfigError, match="is a visual grid, which keeps no rows to drop"):  # never ignored
+        run_experiment(f, out=out, progress=False, device="cpu", quiet=True, drop=["uncoded"])
 
 
 STALE = """
